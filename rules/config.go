@@ -1,0 +1,140 @@
+// Package rules owns credproxy's config file: parsing with line numbers,
+// defaults, validation, host/path/method matching and injection templates.
+// Load returns a fully defaulted, validated, compiled *Config; a running proxy
+// never sees an unvalidated one. It knows nothing of HTTP servers or leases.
+package rules
+
+import (
+	"time"
+)
+
+// Unmatched says what happens to a CONNECT that no rule could match.
+type Unmatched string
+
+const (
+	UnmatchedTunnel Unmatched = "tunnel" // pass through untouched, no MITM
+	UnmatchedDeny   Unmatched = "deny"   // refuse with 403
+)
+
+// Config is one loaded, validated rules file. Treat it as immutable: a reload
+// builds a new *Config and swaps the pointer.
+type Config struct {
+	Path string // the file it was loaded from, for messages
+
+	Listen        string // proxy listener, default 127.0.0.1:3128
+	Admin         string // admin listener (/metrics, /healthz, /leases), default 127.0.0.1:9464
+	Identity      string // fixed sidecar identity, default the hostname
+	CertCacheSize int    // leaf certificates kept, default 1024
+	Unmatched     Unmatched
+	CA            CA
+	Upstream      Upstream
+	Leases        Policy // the `leases:` block after defaults
+	Audit         Audit
+
+	Sources     map[string]*Source     // `sources:` by name
+	Credentials map[string]*Credential // `credentials:` by name
+	Rules       []*Rule                // in file order; first match wins
+
+	// Warnings are problems that do not stop a start, such as a credential
+	// whose env var is not set: its rule then answers 502 naming it.
+	Warnings []string
+
+	index hostIndex // rules by host, built once by Parse
+}
+
+// CA names the PEM files of the local CA that signs MITM leaves.
+type CA struct {
+	Cert string
+	Key  string
+}
+
+// Upstream configures how credproxy verifies the servers it forwards to.
+type Upstream struct {
+	CAFiles []string // extra roots, added to the system pool; verification is never off
+}
+
+// Audit says where lease events go.
+type Audit struct {
+	File string // "" means stdout
+}
+
+// Policy is a lease policy: the `leases:` block, or a credential's effective
+// copy of it after its own overrides.
+type Policy struct {
+	DefaultTTL        time.Duration // TTL asked for (a credential's `ttl`)
+	MaxTTL            time.Duration
+	AutoRenew         bool
+	RenewBeforeExpiry time.Duration
+	IdleTimeout       time.Duration
+}
+
+// Source is a named secret store from `sources:`.
+type Source struct {
+	Name      string
+	Type      string // "vault"
+	Address   string // default $VAULT_ADDR
+	Namespace string
+	CAFile    string
+	Auth      SourceAuth
+	Line      int
+}
+
+// SourceAuth is how credproxy logs in to a Source.
+type SourceAuth struct {
+	Method       string // token | approle | kubernetes
+	Token        string // token: literal (discouraged), else TokenFile, else $VAULT_TOKEN
+	TokenFile    string
+	RoleID       string // approle
+	SecretIDFile string // approle
+	Role         string // kubernetes
+	JWTFile      string // kubernetes, default /var/run/secrets/kubernetes.io/serviceaccount/token
+	Mount        string // auth mount path, default the method name
+}
+
+// Credential is one entry of `credentials:`.
+type Credential struct {
+	Name   string
+	Source string // "env", "file", or the name of a `sources:` entry
+	Env    string // source env: the variable
+	File   string // source file: the path
+	Path   string // store sources: the secret path
+	Field  string // store sources: the field that is .Value (default the only field)
+	Scope  string // "shared" (default: one lease for the proxy) or "identity"
+	Policy Policy // effective policy: `leases:` overridden by this credential's keys
+	Line   int
+}
+
+// Rule is one entry of `rules:`. Its exported fields are the file's values
+// after normalisation; matching and injection use the compiled forms, so a
+// Rule is only usable when it comes from Load or Parse.
+type Rule struct {
+	Name       string
+	Hosts      []string // patterns as written
+	Paths      []string // empty: every path
+	Methods    []string // upper case; empty: every method
+	Identities []string // empty: every identity
+	Credential string   // key of Config.Credentials
+	Purpose    string   // free text for the audit trail
+	Inject     Inject
+	Remove     []string // canonical header names deleted before injecting
+	Line       int
+
+	index    int // position in Config.Rules
+	hosts    []hostPattern
+	paths    []pathPattern
+	value    *valueTemplate
+	injector injector
+}
+
+// Inject is a rule's `inject:` block: exactly one of Header and Query is set.
+type Inject struct {
+	Header string // canonical header name whose value is replaced
+	Query  string // query parameter whose value is replaced
+	Value  string // text/template source with .Value, .Data and basic
+}
+
+// Scope values for Credential.Scope.
+const (
+	ScopeShared   = "shared"
+	ScopeIdentity = "identity"
+)

@@ -1,0 +1,65 @@
+package rules
+
+import (
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrInject marks a rule whose injection could not run on a request, such as
+// a template naming a .Data field the credential does not have. The proxy
+// answers 502; the message never holds the credential's value.
+var ErrInject = errors.New("credential injection failed")
+
+// ConfigError is one problem in a config file, located by line and by the
+// dotted path of the field, like `rules[2].inject.header`.
+type ConfigError struct {
+	File  string
+	Line  int    // 1-based; 0 when unknown
+	Field string // "" for a YAML syntax error
+	Msg   string
+}
+
+// Error formats the problem as FILE:LINE: FIELD: MSG.
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":")
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ConfigErrors is every problem found in one file, in line order: Load
+// reports them all at once rather than one per attempt.
+type ConfigErrors []*ConfigError
+
+// Error joins the problems with newlines.
+func (es ConfigErrors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Unwrap lets errors.As find a single *ConfigError.
+func (es ConfigErrors) Unwrap() []error {
+	errs := make([]error, len(es))
+	for i, e := range es {
+		errs[i] = e
+	}
+	return errs
+}
+
+func (es ConfigErrors) sort() {
+	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
+}
