@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/metrics"
+	"github.com/credproxy/credproxy/proxy"
+	"github.com/credproxy/credproxy/rules"
+)
+
+// shutdownBudget bounds each shutdown phase: draining requests, then
+// revoking every lease.
+const shutdownBudget = 10 * time.Second
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs, path := newFlags("run", stderr)
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
+	if ok, code := parseFlags(fs, args); !ok {
+		return code
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "credproxy:", err)
+		return 2
+	}
+	cfg, err := rules.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	if err := serve(ctx, cfg, serveOptions{Log: log, AuditOut: stdout, Banner: stderr, Pprof: *pprof}); err != nil {
+		log.Error("credproxy stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+type serveOptions struct {
+	Log      *slog.Logger
+	AuditOut io.Writer // audit lines when the config names no file
+	Banner   io.Writer // where the "export HTTPS_PROXY=…" lines go; nil for none
+	Pprof    bool
+	// Ready, when set, receives the bound proxy and admin addresses.
+	Ready func(proxyAddr, adminAddr string)
+}
+
+// serve runs credproxy until ctx is done, then stops accepting, drains
+// in-flight requests and revokes every held lease, each phase bounded.
+func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
+	log := o.Log
+	ca, created, err := proxy.LoadOrCreateCA(cfg.CA.Cert, cfg.CA.Key)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created a new CA", "cert", cfg.CA.Cert, "key", cfg.CA.Key)
+	}
+	auditW, closeAudit, err := openAudit(cfg, o.AuditOut)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	m := metrics.New()
+	creds, closeSources, err := buildCredentials(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeSources()
+	mgr := lease.NewManager(creds, lease.Options{Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
+	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log})
+	if err != nil {
+		return errors.Join(err, mgr.Shutdown(context.Background()))
+	}
+	defer p.Close()
+
+	proxyLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), mgr.Shutdown(context.Background()))
+	}
+	adminLn, err := net.Listen("tcp", cfg.Admin)
+	if err != nil {
+		proxyLn.Close()
+		return errors.Join(fmt.Errorf("admin listen %s: %w", cfg.Admin, err), mgr.Shutdown(context.Background()))
+	}
+	var ready atomic.Bool
+	admin := metrics.NewAdminHandler(metrics.AdminOptions{
+		Metrics: m,
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("starting or stopping")
+			}
+			return nil
+		},
+		CAPEM: ca.PEM,
+		Pprof: o.Pprof,
+		Extra: map[string]http.Handler{"/leases": lease.AdminHandler(mgr), "/leases/": lease.AdminHandler(mgr)},
+	})
+	proxySrv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	go func() { errc <- adminSrv.Serve(adminLn) }()
+	ready.Store(true)
+	log.Info("credproxy started", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"rules", len(cfg.Rules), "ca", cfg.CA.Cert, "version", version)
+	printBanner(o.Banner, proxyLn.Addr().String(), cfg.CA.Cert)
+	if o.Ready != nil {
+		o.Ready(proxyLn.Addr().String(), adminLn.Addr().String())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	ready.Store(false)
+	log.Info("shutting down: draining requests, then revoking leases")
+	return errors.Join(serveErr, shutdown(log, proxySrv, adminSrv, p, mgr))
+}
+
+func shutdown(log *slog.Logger, proxySrv, adminSrv *http.Server, p *proxy.Proxy, mgr *lease.Manager) error {
+	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
+	defer cancel()
+	var errs []error
+	done := make(chan error, 1)
+	go func() { done <- p.Drain(drainCtx) }()
+	if err := proxySrv.Shutdown(drainCtx); err != nil {
+		errs = append(errs, fmt.Errorf("proxy listener: %w", err))
+		proxySrv.Close()
+	}
+	if err := <-done; err != nil {
+		log.Warn("drain ran out of time", "err", err)
+	}
+	revokeCtx, cancel2 := context.WithTimeout(context.Background(), shutdownBudget)
+	defer cancel2()
+	if err := mgr.Shutdown(revokeCtx); err != nil {
+		errs = append(errs, fmt.Errorf("revoke leases: %w", err))
+	}
+	_ = adminSrv.Shutdown(revokeCtx)
+	return errors.Join(errs...)
+}
+
+func openAudit(cfg *rules.Config, fallback io.Writer) (io.Writer, func(), error) {
+	if cfg.Audit.File == "" {
+		return fallback, func() {}, nil
+	}
+	f, err := os.OpenFile(cfg.Audit.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit.file: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
+}
+
+func printBanner(w io.Writer, addr, caFile string) {
+	if w == nil {
+		return
+	}
+	fmt.Fprintf(w, `credproxy is listening on %[1]s. Point an agent at it:
+  export HTTPS_PROXY=http://%[1]s HTTP_PROXY=http://%[1]s
+  export SSL_CERT_FILE=%[2]s REQUESTS_CA_BUNDLE=%[2]s NODE_EXTRA_CA_CERTS=%[2]s
+`, addr, caFile)
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/lease/static"
+	"github.com/credproxy/credproxy/lease/vault"
+	"github.com/credproxy/credproxy/rules"
+)
+
+// buildCredentials turns the config's credentials into lease credentials,
+// creating one store client per `sources:` entry that is used. close stops
+// the clients' background work.
+func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Credential, close func(), err error) {
+	clients := map[string]*vault.Client{}
+	close = func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	for name, c := range cfg.Credentials {
+		lc := lease.Credential{Name: name, SourceName: c.Source, Policy: leasePolicy(c)}
+		switch c.Source {
+		case "env":
+			lc.Source = static.Env{Var: c.Env}
+		case "file":
+			lc.Source = static.File{Path: c.File}
+		default:
+			client, ok := clients[c.Source]
+			if !ok {
+				client, err = newVaultClient(cfg.Sources[c.Source], log)
+				if err != nil {
+					close()
+					return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+				}
+				clients[c.Source] = client
+			}
+			lc.Source = client.Source(c.Path, c.Field)
+		}
+		creds = append(creds, lc)
+	}
+	return creds, close, nil
+}
+
+func leasePolicy(c *rules.Credential) lease.Policy {
+	return lease.Policy{
+		TTL:               c.Policy.DefaultTTL,
+		MaxTTL:            c.Policy.MaxTTL,
+		RenewBeforeExpiry: c.Policy.RenewBeforeExpiry,
+		IdleTimeout:       c.Policy.IdleTimeout,
+		AutoRenew:         c.Policy.AutoRenew,
+		PerIdentity:       c.Scope == rules.ScopeIdentity,
+	}
+}
+
+func newVaultClient(s *rules.Source, log *slog.Logger) (*vault.Client, error) {
+	if s == nil || s.Type != "vault" {
+		return nil, fmt.Errorf("unknown source")
+	}
+	return vault.NewClient(vault.Config{
+		Address:   s.Address,
+		Namespace: s.Namespace,
+		CAFile:    s.CAFile,
+		Logger:    log.With("source", s.Name),
+		Auth: vault.Auth{
+			Method: s.Auth.Method, Token: s.Auth.Token, TokenFile: s.Auth.TokenFile,
+			RoleID: s.Auth.RoleID, SecretIDFile: s.Auth.SecretIDFile,
+			Role: s.Auth.Role, JWTFile: s.Auth.JWTFile, Mount: s.Auth.Mount,
+		},
+	})
+}

@@ -1,0 +1,231 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/lease/static"
+	"github.com/credproxy/credproxy/proxy"
+	"github.com/credproxy/credproxy/rules"
+)
+
+// pki is a test CA for upstream servers, separate from the proxy's own CA,
+// so a test can tell which of the two signed what the client saw.
+type pki struct {
+	certFile string
+	pool     *x509.CertPool
+	ca       *proxy.CA
+}
+
+func newPKI(t testing.TB, dir string) *pki {
+	t.Helper()
+	certFile, keyFile := filepath.Join(dir, "upstream-ca.pem"), filepath.Join(dir, "upstream-ca-key.pem")
+	ca, _, err := proxy.LoadOrCreateCA(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.PEM())
+	return &pki{certFile: certFile, pool: pool, ca: ca}
+}
+
+// upstream is a real TLS (or plain) server on 127.0.0.1 whose certificate
+// names the test hosts, reached through the proxy's test dialer.
+type upstream struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (u *upstream) seen() []*http.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]*http.Request(nil), u.reqs...)
+}
+
+func startUpstream(t testing.TB, p *pki, tlsOn bool, h http.HandlerFunc) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.reqs = append(u.reqs, r.Clone(context.Background()))
+		u.mu.Unlock()
+		h(w, r)
+	}))
+	if tlsOn {
+		cert, err := proxy.MintLeafForTest(p.ca, "api.example.test", "other.example.test", "echo.example.test", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+		u.EnableHTTP2 = true
+		u.StartTLS()
+	} else {
+		u.Start()
+	}
+	t.Cleanup(u.Close)
+	return u
+}
+
+// env is a running proxy with its config, CA and lease manager.
+type env struct {
+	t       testing.TB
+	dir     string
+	url     *url.URL
+	ca      *x509.CertPool
+	caFile  string
+	mgr     *lease.Manager
+	px      *proxy.Proxy
+	audit   *syncBuffer
+	routes  map[string]string // dialled host:port -> real 127.0.0.1 address
+	dialled []string
+	mu      sync.Mutex
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startProxy writes cfgYAML (with {{UPSTREAM_CA}} and {{DIR}} replaced) to a
+// temp dir, loads it and serves a proxy on 127.0.0.1. routes maps the
+// host:port the proxy dials to the test server that answers.
+func startProxy(t testing.TB, p *pki, cfgYAML string, routes map[string]string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	cfgYAML = strings.ReplaceAll(cfgYAML, "{{UPSTREAM_CA}}", p.certFile)
+	cfgYAML = strings.ReplaceAll(cfgYAML, "{{DIR}}", dir)
+	cfgFile := filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfgYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := rules.Load(cfgFile)
+	if err != nil {
+		t.Fatalf("load config: %v", err)
+	}
+	e := &env{t: t, dir: dir, routes: routes, audit: &syncBuffer{}, caFile: cfg.CA.Cert}
+	ca, _, err := proxy.LoadOrCreateCA(cfg.CA.Cert, cfg.CA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ca = x509.NewCertPool()
+	e.ca.AppendCertsFromPEM(ca.PEM())
+	var creds []lease.Credential
+	for name, c := range cfg.Credentials {
+		var src lease.Source = static.Env{Var: c.Env}
+		if c.Source == "file" {
+			src = static.File{Path: c.File}
+		}
+		creds = append(creds, lease.Credential{Name: name, SourceName: c.Source, Source: src, Policy: lease.Policy{
+			TTL: c.Policy.DefaultTTL, MaxTTL: c.Policy.MaxTTL, RenewBeforeExpiry: c.Policy.RenewBeforeExpiry,
+			IdleTimeout: c.Policy.IdleTimeout, AutoRenew: c.Policy.AutoRenew,
+		}})
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.mgr = lease.NewManager(creds, lease.Options{Audit: lease.NewAuditor(e.audit), Logger: log})
+	e.px, err = proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: e.mgr, Logger: log, Dial: e.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(e.px)
+	t.Cleanup(func() {
+		srv.Close()
+		e.px.Close()
+		_ = e.mgr.Shutdown(context.Background())
+	})
+	e.url, _ = url.Parse(srv.URL)
+	return e
+}
+
+// dial stands in for DNS: the proxy may only reach hosts the test routed,
+// and the test can see exactly which authority the proxy asked for.
+func (e *env) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	e.mu.Lock()
+	e.dialled = append(e.dialled, addr)
+	real, ok := e.routes[addr]
+	e.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("test dialer: no route to %s", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, real)
+}
+
+// client returns an agent's http.Client: proxy set, trusting roots.
+func (e *env) client(roots *x509.CertPool) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:           http.ProxyURL(e.url),
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+	}, Timeout: 30 * time.Second}
+}
+
+func addrOf(s *httptest.Server) string {
+	return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// jsonError decodes a credproxy error body.
+func jsonError(t testing.TB, body io.Reader) (msg, rule string) {
+	t.Helper()
+	var b struct{ Error, Rule string }
+	data, _ := io.ReadAll(body)
+	if err := json.Unmarshal(data, &b); err != nil {
+		t.Fatalf("error body is not JSON: %q: %v", data, err)
+	}
+	return b.Error, b.Rule
+}
+
+// waitOrFail turns a would-be deadlock into a failure that says what hung.
+func waitOrFail(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	if !waitOrErr(t, ch, what) {
+		t.FailNow()
+	}
+}
+
+// waitOrErr is waitOrFail for goroutines other than the test's own.
+func waitOrErr(t testing.TB, ch <-chan struct{}, what string) bool {
+	t.Helper()
+	select {
+	case <-ch:
+		return true
+	case <-time.After(20 * time.Second):
+		t.Errorf("timed out waiting for %s", what)
+		return false
+	}
+}

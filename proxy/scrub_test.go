@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestScrubberMasksAcrossReadBoundaries(t *testing.T) {
+	const secret = "sk-test-abcdefghijklmnop"
+	cases := []struct{ name, in string }{
+		{"whole", "before " + secret + " after"},
+		{"start", secret + " tail"},
+		{"end", "head " + secret},
+		{"twice", secret + secret},
+		{"prefix only at end", "text ends with sk-test-abc"},
+		{"none", strings.Repeat("x", 100)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// OneByteReader makes every secret straddle reads.
+			s := newScrubber(secret, "short")
+			got, err := io.ReadAll(s.body(io.NopCloser(iotest.OneByteReader(strings.NewReader(c.in)))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := strings.ReplaceAll(c.in, secret, "[redacted]**************")
+			if string(got) != want {
+				t.Errorf("got %q, want %q", got, want)
+			}
+			if len(got) != len(c.in) {
+				t.Errorf("length changed: %d -> %d (Content-Length would lie)", len(c.in), len(got))
+			}
+		})
+	}
+}
+
+func TestScrubberIgnoresShortValues(t *testing.T) {
+	s := newScrubber("true", "5432")
+	if !s.empty() {
+		t.Fatal("values shorter than minScrubLen must not be masked: they would mangle ordinary bodies")
+	}
+}
+
+// A held-back tail must not delay an SSE event that cannot be a secret.
+func TestScrubberReleasesEventsWithoutWaiting(t *testing.T) {
+	s := newScrubber("sk-test-abcdefghijklmnop")
+	pr, pw := io.Pipe()
+	r := s.body(pr)
+	go pw.Write([]byte("data: first\n\n"))
+	buf := make([]byte, 64)
+	n, err := r.Read(buf)
+	if err != nil || string(buf[:n]) != "data: first\n\n" {
+		t.Fatalf("read %q, %v; want the whole event at once", buf[:n], err)
+	}
+	pw.Close()
+}
