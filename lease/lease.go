@@ -14,6 +14,7 @@ const (
 	stateActive   = "active"
 	stateRenewing = "renewing"
 	stateRotating = "rotating"
+	stateRetiring = "retiring" // rotated out: still valid for requests in flight until retireAt
 	stateRetrying = "retrying" // a renewal or rotation failed; retrying with backoff
 )
 
@@ -99,6 +100,7 @@ type lease struct {
 	state    string
 	busy     bool // a renewal or rotation is in flight
 	dropped  bool // no longer held: no Get may hand it out
+	retireAt time.Time // rotated out: revoke then (zero: not rotated out)
 }
 
 func newLeaseID() string {

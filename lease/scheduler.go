@@ -77,6 +77,9 @@ func (m *Manager) tick() time.Time {
 // due is when l next needs the scheduler: expiry, idle timeout or renewal.
 func (l *lease) due() time.Time {
 	t := l.expires
+	if !l.retireAt.IsZero() {
+		return earliest(t, l.retireAt)
+	}
 	if idle := l.cred.Policy.IdleTimeout; idle > 0 {
 		t = earliest(t, l.lastUsed.Add(idle))
 	}
@@ -90,6 +93,10 @@ func (l *lease) due() time.Time {
 // lease used within its idle timeout: an idle one is revoked instead.
 func (m *Manager) stepLocked(l *lease, now time.Time) {
 	switch {
+	case !l.retireAt.IsZero(): // rotated out: revoked at retireAt, never later than expiry
+		if !now.Before(l.retireAt) {
+			m.retireLocked(l, reasonRotated)
+		}
 	case !now.Before(l.expires):
 		m.expireLocked(l)
 	case l.idle(now):
@@ -180,9 +187,17 @@ func (m *Manager) finishRotate(old *lease, g Grant, err error) {
 	l.lastUsed = old.lastUsed
 	installed, _ := m.installLocked(l, old)
 	if installed && !old.dropped {
-		m.retireLocked(old, reasonRotated)
+		// A request that got old's value just before the switch may still be
+		// presenting it (a database login, a slow upload): revoke old a short
+		// grace later, never after its own expiry.
+		old.retireAt = earliest(now.Add(rotateGrace), old.expires)
+		old.state = stateRetiring
 	}
 }
+
+// rotateGrace is how long a rotated-out lease stays valid for requests that
+// were already using it.
+const rotateGrace = 5 * time.Second
 
 // forgettable reports whether s holds no lease, no backoff that still
 // matters (failures are remembered for a full backoff cap after the last

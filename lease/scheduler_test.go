@@ -1,6 +1,7 @@
 package lease_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -81,6 +82,11 @@ func TestCapDetectedRotatesWithoutGap(t *testing.T) {
 	release()
 	lease.Settle(h.m)
 	h.wantValue("agent-a", "sk-test-2")
+	// The old lease stays valid a short grace for requests still using it.
+	h.wantCalls("acquire sk-test-1", "renew sk-test-1", "acquire sk-test-2")
+	h.clock.Advance(5 * time.Second)
+	lease.SyncScheduler(h.m)
+	lease.Settle(h.m)
 	h.wantCalls("acquire sk-test-1", "renew sk-test-1", "acquire sk-test-2", "revoke sk-test-1")
 	h.wantEvents("lease.created", "lease.renewed", "lease.created", "lease.revoked:rotated")
 }
@@ -95,6 +101,8 @@ func TestMaxTTLRotation(t *testing.T) {
 	h.keepUsing(7)
 	h.wantCounts(1, 1, 0)
 	h.keepUsing(1) // 16m: a renewal to 26m would pass MaxTTL: rotate
+	h.wantCounts(2, 1, 0)
+	h.keepUsing(1) // 17m: the old lease's grace is over
 	h.wantCounts(2, 1, 1)
 	h.wantValue("agent-a", "sk-test-2")
 	h.wantEvents("lease.created", "lease.renewed", "lease.created", "lease.revoked:rotated")
@@ -114,8 +122,23 @@ func TestNotRenewableGrantRotates(t *testing.T) {
 	h.src.SetRenewable(false)
 	h.wantValue("agent-a", "sk-test-1")
 	h.keepUsing(8)
-	h.wantCounts(2, 0, 1)
+	h.wantCounts(2, 0, 0) // rotated at 8m; the old lease is in its grace
 	h.wantValue("agent-a", "sk-test-2")
+	h.keepUsing(1)
+	h.wantCounts(2, 0, 1)
+}
+
+// A rotated-out lease still in its grace is revoked at shutdown too.
+func TestShutdownRevokesLeaseInRotationGrace(t *testing.T) {
+	h := newHarness(t, policy)
+	h.src.SetRenewable(false)
+	h.wantValue("agent-a", "sk-test-1")
+	h.keepUsing(8)
+	h.wantCounts(2, 0, 0)
+	if err := h.m.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.wantCounts(2, 0, 2)
 }
 
 func TestExpiryWithoutAutoRenew(t *testing.T) {

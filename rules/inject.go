@@ -37,6 +37,9 @@ func (r *Rule) Apply(req *http.Request, v Values) error {
 	for _, h := range r.Remove {
 		delete(req.Header, h)
 	}
+	if r.value.usesValue && v.Value == "" {
+		return fmt.Errorf("rule %q: %w: %w", r.Name, ErrInject, errNoValue)
+	}
 	s, err := r.value.exec(v)
 	if err != nil {
 		return fmt.Errorf("rule %q: %w: %s", r.Name, ErrInject, scrub(err.Error(), v))
@@ -115,8 +118,9 @@ func setQueryParam(raw, key, value string) string {
 // valueTemplate is a parsed inject value. Common shapes run on a fast path
 // that renders without text/template; the rest run the template.
 type valueTemplate struct {
-	tmpl *template.Template
-	fast *fastValue // nil: run tmpl
+	tmpl      *template.Template
+	fast      *fastValue // nil: run tmpl
+	usesValue bool       // the template reads .Value
 }
 
 var templateFuncs = template.FuncMap{"basic": basicAuth}
@@ -137,8 +141,12 @@ func parseValueTemplate(name, src string) (*valueTemplate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &valueTemplate{tmpl: t, fast: fastPath(t.Tree)}, nil
+	return &valueTemplate{tmpl: t, fast: fastPath(t.Tree), usesValue: strings.Contains(src, ".Value")}, nil
 }
+
+// errNoValue: a store secret with several fields and no `field:` has no
+// single .Value; rendering "" would send an empty credential.
+var errNoValue = errors.New("the credential has no single value: set its field: or use .Data.NAME in the template")
 
 func (t *valueTemplate) exec(v Values) (string, error) {
 	if t.fast != nil {

@@ -233,3 +233,24 @@ func TestBasicAuthFunc(t *testing.T) {
 		t.Error("basicAuth accepted a user name with ':'")
 	}
 }
+
+func TestApplyRefusesEmptyValue(t *testing.T) {
+	cfg, err := Parse("t.yaml", []byte(`
+credentials:
+  db: {source: env, env: CREDPROXY_RULES_TEST_UNUSED}
+rules:
+  - name: r
+    hosts: [api.example.test]
+    credential: db
+    inject: {header: Authorization, value: "Bearer {{ .Value }}"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "https://api.example.test/", nil)
+	req.Header.Set("Authorization", "Bearer placeholder")
+	err = cfg.Rules[0].Apply(req, Values{Data: map[string]string{"username": "u", "password": "p"}})
+	if !errors.Is(err, ErrInject) || !strings.Contains(err.Error(), "field:") {
+		t.Fatalf("Apply with no single value: %v; want ErrInject telling to set field:", err)
+	}
+}
