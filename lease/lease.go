@@ -98,8 +98,8 @@ type lease struct {
 	failures int       // failed renewals or rotations in a row
 	retryAt  time.Time // next renewal or rotation attempt after a failure
 	state    string
-	busy     bool // a renewal or rotation is in flight
-	dropped  bool // no longer held: no Get may hand it out
+	busy     bool      // a renewal or rotation is in flight
+	dropped  bool      // no longer held: no Get may hand it out
 	retireAt time.Time // rotated out: revoke then (zero: not rotated out)
 }
 
