@@ -1,0 +1,198 @@
+// Package deploy holds the docker-compose and Kubernetes sidecar examples.
+// These tests keep them from drifting: each embedded credproxy config must
+// load, and the agent's proxy, CA and probe settings must point at what the
+// config actually serves. (No container runtime runs here, so the examples
+// are checked, not started.)
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/credproxy/credproxy/rules"
+)
+
+func TestComposeSidecar(t *testing.T) {
+	cfg, err := rules.Load("compose/rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+			Volumes     []string          `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	mustDecode(t, "compose/docker-compose.yaml", &compose)
+	proxy, agent := compose.Services["credproxy"], compose.Services["agent"]
+	_, port, _ := net.SplitHostPort(cfg.Listen)
+	if want := "http://credproxy:" + port; agent.Environment["HTTPS_PROXY"] != want {
+		t.Errorf("agent HTTPS_PROXY = %q, want %q (config listens on %s)", agent.Environment["HTTPS_PROXY"], want, cfg.Listen)
+	}
+	// The agent must find the certificate in the volume it shares, and must
+	// not be able to reach the key.
+	certVol, certDir := volumeFor(t, proxy.Volumes, cfg.CA.Cert)
+	keyVol, _ := volumeFor(t, proxy.Volumes, cfg.CA.Key)
+	agentCert := ""
+	for _, v := range agent.Volumes {
+		parts := strings.Split(v, ":")
+		if parts[0] == keyVol {
+			t.Errorf("the agent mounts %s, the volume holding the CA key", keyVol)
+		}
+		if parts[0] == certVol {
+			agentCert = path.Join(parts[1], strings.TrimPrefix(cfg.CA.Cert, certDir))
+		}
+	}
+	if agentCert == "" || agent.Environment["SSL_CERT_FILE"] != agentCert || agent.Environment["REQUESTS_CA_BUNDLE"] != agentCert {
+		t.Errorf("agent SSL_CERT_FILE %q / REQUESTS_CA_BUNDLE %q, want the CA certificate at %q",
+			agent.Environment["SSL_CERT_FILE"], agent.Environment["REQUESTS_CA_BUNDLE"], agentCert)
+	}
+	if _, ok := proxy.Environment["OPENAI_API_KEY"]; !ok || agent.Environment["OPENAI_API_KEY"] != "placeholder" {
+		t.Error("the real key belongs to the proxy's environment and only a placeholder to the agent's")
+	}
+}
+
+// volumeFor returns the named volume and mount path that hold file.
+func volumeFor(t *testing.T, vols []string, file string) (name, dir string) {
+	t.Helper()
+	for _, v := range vols {
+		parts := strings.Split(v, ":")
+		if len(parts) >= 2 && strings.HasPrefix(file, parts[1]+"/") {
+			return parts[0], parts[1]
+		}
+	}
+	t.Fatalf("no volume holds %s", file)
+	return "", ""
+}
+
+type container struct {
+	Name string `yaml:"name"`
+	Env  []struct {
+		Name  string `yaml:"name"`
+		Value string `yaml:"value"`
+	} `yaml:"env"`
+	StartupProbe *struct {
+		HTTPGet struct {
+			Path string `yaml:"path"`
+			Port int    `yaml:"port"`
+		} `yaml:"httpGet"`
+	} `yaml:"startupProbe"`
+	VolumeMounts []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+	} `yaml:"volumeMounts"`
+}
+
+func (c container) env(name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func TestKubernetesSidecar(t *testing.T) {
+	var configMap struct {
+		Data map[string]string `yaml:"data"`
+	}
+	var pod struct {
+		Spec struct {
+			InitContainers []container `yaml:"initContainers"`
+			Containers     []container `yaml:"containers"`
+		} `yaml:"spec"`
+	}
+	docs := decodeAll(t, "kubernetes/credproxy-sidecar.yaml")
+	for _, d := range docs {
+		switch d.Kind {
+		case "ConfigMap":
+			d.node.Decode(&configMap)
+		case "Pod":
+			d.node.Decode(&pod)
+		}
+	}
+	cfg, err := rules.Parse("kubernetes/credproxy-sidecar.yaml#rules.yaml", []byte(configMap.Data["rules.yaml"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pod.Spec.InitContainers) != 1 || len(pod.Spec.Containers) != 1 {
+		t.Fatalf("want one sidecar and one agent, got %d and %d", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
+	}
+	side, agent := pod.Spec.InitContainers[0], pod.Spec.Containers[0]
+	if want := "http://" + cfg.Listen; agent.env("HTTPS_PROXY") != want {
+		t.Errorf("agent HTTPS_PROXY = %q, want %q", agent.env("HTTPS_PROXY"), want)
+	}
+	_, adminPort, _ := net.SplitHostPort(cfg.Admin)
+	if p := side.StartupProbe; p == nil || p.HTTPGet.Path != "/readyz" || adminPort != itoa(p.HTTPGet.Port) {
+		t.Errorf("sidecar startupProbe should GET /readyz on the admin port %s", adminPort)
+	}
+	mounts := func(c container) map[string]string {
+		m := map[string]string{}
+		for _, v := range c.VolumeMounts {
+			m[v.Name] = v.MountPath
+		}
+		return m
+	}
+	sm, am := mounts(side), mounts(agent)
+	caDir := path.Dir(cfg.CA.Cert)
+	if sm["ca"] != caDir {
+		t.Errorf("sidecar mounts volume ca at %q, config writes the CA certificate to %q", sm["ca"], caDir)
+	}
+	if want := path.Join(am["ca"], path.Base(cfg.CA.Cert)); agent.env("SSL_CERT_FILE") != want {
+		t.Errorf("agent SSL_CERT_FILE = %q, want %q", agent.env("SSL_CERT_FILE"), want)
+	}
+	for name := range am {
+		if sm[name] == path.Dir(cfg.CA.Key) {
+			t.Errorf("the agent mounts %q, the volume holding the CA key", name)
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+type doc struct {
+	Kind string `yaml:"kind"`
+	node yaml.Node
+}
+
+func decodeAll(t *testing.T, file string) []doc {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []doc
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); errors.Is(err, io.EOF) {
+			return docs
+		} else if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var d doc
+		n.Decode(&d)
+		d.node = n
+		docs = append(docs, d)
+	}
+}
+
+func mustDecode(t *testing.T, file string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+}
