@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATICCHECK_VERSION=2026.2.2
+STATICCHECK_VERSION=v0.8.2  # the 2026.2.2 release
 
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
