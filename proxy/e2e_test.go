@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/credproxy/credproxy/proxy"
 )
 
 const testKey = "sk-test-0123456789abcdef"
@@ -280,5 +283,55 @@ func TestNonProxyRequestGetsJSON400(t *testing.T) {
 	}
 	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "forward proxy") {
 		t.Errorf("error %q", msg)
+	}
+}
+
+func TestTunnelToUnreachableHostGivesJSON502(t *testing.T) {
+	e, _, _, _ := newEnv(t, "", okHandler)
+	_, _, resp := rawConnect(t, e, "nowhere.example.test:443") // no rule, no route
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("CONNECT to an unreachable host: status %d, want 502", resp.StatusCode)
+	}
+	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "upstream unreachable") {
+		t.Errorf("error %q should say the upstream is unreachable", msg)
+	}
+}
+
+func TestUpstreamDownInsideMITMGivesJSON502(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
+	p := newPKI(t, t.TempDir())
+	e := startProxy(t, p, baseConfig, map[string]string{"api.example.test:443": "127.0.0.1:1"})
+	resp, err := e.client(e.ca).Get("https://api.example.test/v1/models")
+	if err != nil {
+		t.Fatalf("the agent should get a 502, not a broken connection: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	if msg, rule := jsonError(t, resp.Body); !strings.Contains(msg, "api.example.test:443") || rule != "api" {
+		t.Errorf("error %q rule %q: want the destination and rule named", msg, rule)
+	}
+}
+
+// Hijacked connections have no http.Server timeouts: an agent that opens a
+// tunnel and walks away must not pin it forever.
+func TestIdleTunnelIsClosed(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
+	p := newPKI(t, t.TempDir())
+	up := startUpstream(t, p, true, okHandler)
+	e := startProxyWith(t, p, baseConfig, map[string]string{"other.example.test:443": addrOf(up.Server)},
+		func(o *proxy.Options) { o.IdleTimeout = 100 * time.Millisecond })
+	for _, target := range []string{"other.example.test:443", "api.example.test:443"} { // tunnelled, intercepted
+		c, _, resp := rawConnect(t, e, target)
+		if resp.StatusCode != 200 {
+			t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
+		}
+		closed := make(chan struct{})
+		go func() {
+			io.Copy(io.Discard, c) // returns when the proxy closes the idle connection
+			close(closed)
+		}()
+		waitOrFail(t, closed, "the proxy to close an idle tunnel to "+target)
 	}
 }

@@ -121,6 +121,12 @@ func (s *syncBuffer) String() string {
 // host:port the proxy dials to the test server that answers.
 func startProxy(t testing.TB, p *pki, cfgYAML string, routes map[string]string) *env {
 	t.Helper()
+	return startProxyWith(t, p, cfgYAML, routes, nil)
+}
+
+// startProxyWith is startProxy with a hook to adjust the proxy's options.
+func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]string, adjust func(*proxy.Options)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	cfgYAML = strings.ReplaceAll(cfgYAML, "{{UPSTREAM_CA}}", p.certFile)
 	cfgYAML = strings.ReplaceAll(cfgYAML, "{{DIR}}", dir)
@@ -152,7 +158,11 @@ func startProxy(t testing.TB, p *pki, cfgYAML string, routes map[string]string) 
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.mgr = lease.NewManager(creds, lease.Options{Audit: lease.NewAuditor(e.audit), Logger: log})
-	e.px, err = proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: e.mgr, Logger: log, Dial: e.dial})
+	opts := proxy.Options{Config: cfg, CA: ca, Credentials: e.mgr, Logger: log, Dial: e.dial}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	e.px, err = proxy.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
