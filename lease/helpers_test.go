@@ -1,16 +1,15 @@
 package lease_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/lease/leasetest"
 )
@@ -24,31 +23,13 @@ var policy = lease.Policy{
 	IdleTimeout: 5 * time.Minute, AutoRenew: true,
 }
 
-// syncBuffer is an io.Writer safe to read while the manager writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	t     *testing.T
 	m     *lease.Manager
 	clock *leasetest.Clock
 	src   *leasetest.Source
-	audit *syncBuffer
-	logs  *syncBuffer
+	audit *testutil.SyncBuffer
+	logs  *testutil.SyncBuffer
 }
 
 // newHarness runs a manager with one credential "openai" on a test source
@@ -56,7 +37,7 @@ type harness struct {
 func newHarness(t *testing.T, p lease.Policy) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: leasetest.NewClock(t0), src: leasetest.NewSource(),
-		audit: &syncBuffer{}, logs: &syncBuffer{}}
+		audit: &testutil.SyncBuffer{}, logs: &testutil.SyncBuffer{}}
 	h.m = lease.NewManager([]lease.Credential{
 		{Name: "openai", SourceName: "test", Source: h.src, Policy: p},
 	}, h.options())

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/lease/static"
 	"github.com/credproxy/credproxy/proxy"
@@ -93,27 +93,10 @@ type env struct {
 	caFile  string
 	mgr     *lease.Manager
 	px      *proxy.Proxy
-	audit   *syncBuffer
+	audit   *testutil.SyncBuffer
 	routes  map[string]string // dialled host:port -> real 127.0.0.1 address
 	dialled []string
 	mu      sync.Mutex
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProxy writes cfgYAML (with {{UPSTREAM_CA}} and {{DIR}} replaced) to a
@@ -138,7 +121,7 @@ func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]stri
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
-	e := &env{t: t, dir: dir, routes: routes, audit: &syncBuffer{}, caFile: cfg.CA.Cert}
+	e := &env{t: t, dir: dir, routes: routes, audit: &testutil.SyncBuffer{}, caFile: cfg.CA.Cert}
 	ca, _, err := proxy.LoadOrCreateCA(cfg.CA.Cert, cfg.CA.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +139,7 @@ func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]stri
 			IdleTimeout: c.Policy.IdleTimeout, AutoRenew: c.Policy.AutoRenew,
 		}})
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(testutil.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.mgr = lease.NewManager(creds, lease.Options{Audit: lease.NewAuditor(e.audit), Logger: log})
 	opts := proxy.Options{Config: cfg, CA: ca, Credentials: e.mgr, Logger: log, Dial: e.dial}
 	if adjust != nil {
@@ -200,13 +183,6 @@ func (e *env) client(roots *x509.CertPool) *http.Client {
 
 func addrOf(s *httptest.Server) string {
 	return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // jsonError decodes a credproxy error body.

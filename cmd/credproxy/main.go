@@ -84,15 +84,25 @@ func parseFlags(fs *flag.FlagSet, args []string) (ok bool, code int) {
 	return true, 0
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("check", stderr)
+// loadFromFlags parses a command's --config flag and loads that file. A nil
+// config comes with the exit code to return; errors are on stderr.
+func loadFromFlags(name string, args []string, stderr io.Writer) (*rules.Config, int) {
+	fs, path := newFlags(name, stderr)
 	if ok, code := parseFlags(fs, args); !ok {
-		return code
+		return nil, code
 	}
 	cfg, err := rules.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return 1
+		return nil, 1
+	}
+	return cfg, 0
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	cfg, code := loadFromFlags("check", args, stderr)
+	if cfg == nil {
+		return code
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
@@ -107,14 +117,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdCA(args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("ca", stderr)
-	if ok, code := parseFlags(fs, args); !ok {
+	cfg, code := loadFromFlags("ca", args, stderr)
+	if cfg == nil {
 		return code
-	}
-	cfg, err := rules.Load(*path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
 	}
 	ca, created, err := proxy.LoadOrCreateCA(cfg.CA.Cert, cfg.CA.Key)
 	if err != nil {

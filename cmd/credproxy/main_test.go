@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/testutil"
 )
 
 const testKey = "sk-test-cmd-0123456789"
@@ -128,27 +130,10 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 	f := newFixture(t, "")
 	cfg := mustLoad(t, f.cfg)
-	audit := &lockedBuffer{}
+	audit := &testutil.SyncBuffer{}
 	addrs := make(chan [2]string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -219,7 +204,7 @@ func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 func TestIdleLeaseIsRevokedAndReacquired(t *testing.T) {
 	f := newFixture(t, "leases: {defaultTTL: 2s, maxTTL: 1h, renewBeforeExpiry: 500ms, idleTimeout: 200ms}")
 	cfg := mustLoad(t, f.cfg)
-	audit := &lockedBuffer{}
+	audit := &testutil.SyncBuffer{}
 	addrs := make(chan [2]string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -227,7 +212,7 @@ func TestIdleLeaseIsRevokedAndReacquired(t *testing.T) {
 	a := <-addrs
 	c := agent(t, a[0], cfg.CA.Cert)
 	get(t, c, f.up.URL+"/first")
-	waitFor(t, func() bool { return strings.Contains(audit.String(), `"reason":"idle"`) }, "an idle revocation in the audit trail")
+	testutil.WaitFor(t, func() bool { return strings.Contains(audit.String(), `"reason":"idle"`) }, "an idle revocation in the audit trail")
 	get(t, c, f.up.URL+"/second")
 	events := regexp.MustCompile(`"event":"(lease\.[a-z]+)"`).FindAllStringSubmatch(audit.String(), -1)
 	var seq []string
@@ -245,7 +230,7 @@ func TestSIGTERMRevokesEveryLease(t *testing.T) {
 	f := newFixture(t, "")
 	cmd := exec.Command(os.Args[0], "run", "--config", f.cfg)
 	cmd.Env = append(os.Environ(), "CREDPROXY_TEST_MAIN=1")
-	audit := &lockedBuffer{}
+	audit := &testutil.SyncBuffer{}
 	cmd.Stdout = audit
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -278,14 +263,4 @@ func TestSIGTERMRevokesEveryLease(t *testing.T) {
 	if created != 1 || revoked != created {
 		t.Errorf("created %d leases, revoked %d at shutdown; want 1 and 1:\n%s", created, revoked, audit.String())
 	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }

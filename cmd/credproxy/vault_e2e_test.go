@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/internal/vaulttest"
 )
 
@@ -30,7 +31,7 @@ type vaultEnv struct {
 	kvSeen    atomic.Value // string: the last Bearer value it saw
 	proxy     string
 	admin     string
-	audit     *lockedBuffer
+	audit     *testutil.SyncBuffer
 	stop      context.CancelFunc
 	done      chan error
 	client    *http.Client
@@ -69,7 +70,7 @@ func newVaultEnv(t *testing.T, role, idle string) *vaultEnv {
 // newVaultEnvOn puts credproxy in front of vs, logging in with token ("" for root).
 func newVaultEnvOn(t *testing.T, vs *vaulttest.Server, role, idle, token string) *vaultEnv {
 	t.Helper()
-	e := &vaultEnv{vs: vs, dir: t.TempDir(), audit: &lockedBuffer{}}
+	e := &vaultEnv{vs: vs, dir: t.TempDir(), audit: &testutil.SyncBuffer{}}
 	e.kvWant.Store("sk-test-kv-1")
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
 	e.up = httptest.NewTLSServer(http.HandlerFunc(e.checkCredentials))
@@ -151,7 +152,7 @@ func TestVaultDynamicLeaseLivesOnlyWhileUsed(t *testing.T) {
 	if n := vaulttest.PGRoleCount(t, prefix); n != 1 {
 		t.Fatalf("%d PostgreSQL roles while the lease is live, want 1", n)
 	}
-	waitFor(t, func() bool { return vaulttest.PGRoleCount(t, prefix) == 0 }, "the idle lease's role to be dropped")
+	testutil.WaitFor(t, func() bool { return vaulttest.PGRoleCount(t, prefix) == 0 }, "the idle lease's role to be dropped")
 	if !strings.Contains(e.audit.String(), `"reason":"idle"`) || !strings.Contains(e.audit.String(), `"source_lease_id":"database/creds/readonly/`) {
 		t.Errorf("audit should show an idle revocation carrying Vault's lease id:\n%s", e.audit.String())
 	}
@@ -203,7 +204,7 @@ func TestVaultKVValueChangeIsPickedUpOnRenewal(t *testing.T) {
 	// new value can only arrive through a renewal, which re-reads Vault.
 	e.kvWant.Store("")
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-2"})
-	waitFor(t, func() bool {
+	testutil.WaitFor(t, func() bool {
 		code, _ := e.get(t, "/v1/models")
 		return code == 200 && e.kvSeen.Load() == "sk-test-kv-2"
 	}, "the changed KV value to be injected")
@@ -231,5 +232,5 @@ func TestVaultOutageIsA502AndRecovers(t *testing.T) {
 	}
 	e.vs.Restart(t)
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
-	waitFor(t, func() bool { code, _ := e.get(t, "/v1/models"); return code == 200 }, "recovery once Vault is back")
+	testutil.WaitFor(t, func() bool { code, _ := e.get(t, "/v1/models"); return code == 200 }, "recovery once Vault is back")
 }

@@ -5,7 +5,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/credproxy/credproxy/internal/testutil"
 )
 
 // EnvBin names the Vault binary built by scripts/services.sh.
@@ -39,9 +40,9 @@ type Server struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	out  *syncBuffer   // the running server's output, for failure messages
-	done chan struct{} // closed when cmd has exited
-	tag  string        // random per start; see PGUserPrefix
+	out  *testutil.SyncBuffer // the running server's output, for failure messages
+	done chan struct{}        // closed when cmd has exited
+	tag  string               // random per start; see PGUserPrefix
 }
 
 // Start runs a dev server on a free port and stops it when the test ends.
@@ -110,7 +111,7 @@ func (s *Server) Output() string {
 }
 
 func (s *Server) start() error {
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(s.bin, "server", "-dev",
 		"-dev-root-token-id="+s.RootToken,
 		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(s.port),
@@ -198,24 +199,6 @@ func cleanEnv() []string {
 		}
 	}
 	return env
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's two output pipes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // WriteFile writes content to a new file under the test's temp dir (a token
