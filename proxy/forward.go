@@ -85,7 +85,7 @@ func (p *Proxy) send(req *http.Request, dest rules.Dest, rule *rules.Rule, t *le
 	if rule != nil {
 		name, outcome = rule.Name, outcomeInjected
 	}
-	resp, err := p.tr.RoundTrip(req)
+	resp, err := p.tr.RoundTrip(upstreamRequest(req))
 	if err != nil {
 		status := http.StatusBadGateway
 		if req.Context().Err() == context.Canceled {
@@ -101,10 +101,24 @@ func (p *Proxy) send(req *http.Request, dest rules.Dest, rule *rules.Rule, t *le
 		}
 		maskResponse(resp, req, t)
 	}
-	p.log.Debug("request", "rule", name, "dest", dest.String(), "method", req.Method,
-		"path", req.URL.Path, "status", resp.StatusCode, "outcome", outcome,
-		"lease_id", leaseID(t), "duration_ms", time.Since(start).Milliseconds())
+	if p.log.Enabled(req.Context(), slog.LevelDebug) { // the arguments cost allocations on every request
+		p.log.Debug("request", "rule", name, "dest", dest.String(), "method", req.Method,
+			"path", req.URL.Path, "status", resp.StatusCode, "outcome", outcome,
+			"lease_id", leaseID(t), "duration_ms", time.Since(start).Milliseconds())
+	}
 	return resp
+}
+
+// upstreamRequest drops the agent's "Connection: close": it is hop-by-hop,
+// ending the agent's connection to us, not our pooled one upstream, which it
+// would retire (over HTTP/2, for every request sharing it).
+func upstreamRequest(req *http.Request) *http.Request {
+	if !req.Close {
+		return req
+	}
+	out := req.WithContext(req.Context()) // a shallow copy: goproxy still closes the agent's side
+	out.Close = false
+	return out
 }
 
 // maskResponse masks the credential's values, and the exact slot value sent,

@@ -87,9 +87,16 @@ func (s *scrubber) headers(h http.Header) {
 	}
 }
 
+// Every injected response gets a scrubReader, so its buffer starts small
+// (most API answers fit) and grows once a read fills it: a large body.
+const (
+	scrubBufSmall = 4 << 10
+	scrubBufLarge = 32 << 10
+)
+
 // body wraps rc so that reads come back masked.
 func (s *scrubber) body(rc io.ReadCloser) io.ReadCloser {
-	return &scrubReader{src: rc, s: s, buf: make([]byte, 0, 32<<10)}
+	return &scrubReader{src: rc, s: s, buf: make([]byte, 0, scrubBufSmall)}
 }
 
 type scrubReader struct {
@@ -98,6 +105,7 @@ type scrubReader struct {
 	buf  []byte // raw bytes read and not yet handed out
 	out  []byte // masked bytes ready to hand out (a window into buf)
 	hold int    // len of buf's tail held back as a possible secret prefix
+	grow bool   // the last read filled buf: use a large one
 	err  error
 }
 
@@ -117,12 +125,17 @@ func (r *scrubReader) Read(p []byte) (int, error) {
 // a secret. A read never waits for more data than the source already gave,
 // except for a tail that could start a secret: SSE events still flow one by one.
 func (r *scrubReader) fill() {
-	tail := append([]byte(nil), r.buf[len(r.buf)-r.hold:]...)
-	r.buf = append(r.buf[:0], tail...)
-	if cap(r.buf)-len(r.buf) < 4<<10 {
-		r.buf = append(r.buf, make([]byte, 32<<10)...)[:len(r.buf)]
+	tail := r.buf[len(r.buf)-r.hold:]
+	if r.grow || len(tail) > cap(r.buf)/2 {
+		buf := make([]byte, len(tail), len(tail)+scrubBufLarge)
+		copy(buf, tail)
+		r.buf = buf
+	} else {
+		r.buf = r.buf[:copy(r.buf, tail)] // copy handles the overlap
 	}
-	n, err := r.src.Read(r.buf[len(r.buf):cap(r.buf)])
+	room := r.buf[len(r.buf):cap(r.buf)]
+	n, err := r.src.Read(room)
+	r.grow = n == len(room) && cap(r.buf) < scrubBufLarge
 	r.buf = r.buf[:len(r.buf)+n]
 	r.s.replace(r.buf)
 	r.hold = 0
