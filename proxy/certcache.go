@@ -62,8 +62,22 @@ func (lc *leafCache) get(host string) (*tls.Certificate, error) {
 	return v.(*tls.Certificate), nil
 }
 
-// mint signs a fresh leaf for hosts (names or IP literals) with a new key.
-func (lc *leafCache) mint(hosts ...string) (*tls.Certificate, error) {
+// mint signs a fresh leaf for host.
+func (lc *leafCache) mint(host string) (*tls.Certificate, error) {
+	return lc.ca.signLeaf(lc.now(), host)
+}
+
+// SignLeaf signs a fresh server certificate for hosts (names or IP
+// literals), with a new ECDSA P-256 key, valid for a week or until the CA
+// expires. Tests and benchmarks use it for their own upstream servers.
+func (ca *CA) SignLeaf(hosts ...string) (*tls.Certificate, error) {
+	return ca.signLeaf(time.Now(), hosts...)
+}
+
+func (ca *CA) signLeaf(now time.Time, hosts ...string) (*tls.Certificate, error) {
+	if len(hosts) == 0 {
+		return nil, fmt.Errorf("leaf: no host")
+	}
 	host := hosts[0]
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -73,8 +87,7 @@ func (lc *leafCache) mint(hosts ...string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	caLeaf := lc.ca.cert.Leaf
-	now := lc.now()
+	caLeaf := ca.cert.Leaf
 	notAfter := now.Add(leafLifetime)
 	if notAfter.After(caLeaf.NotAfter) {
 		notAfter = caLeaf.NotAfter
@@ -95,7 +108,7 @@ func (lc *leafCache) mint(hosts ...string) (*tls.Certificate, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caLeaf, &key.PublicKey, lc.ca.cert.PrivateKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caLeaf, &key.PublicKey, ca.cert.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("leaf %s: sign: %w", host, err)
 	}
@@ -103,5 +116,5 @@ func (lc *leafCache) mint(hosts ...string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leaf %s: parse: %w", host, err)
 	}
-	return &tls.Certificate{Certificate: [][]byte{der, lc.ca.cert.Certificate[0]}, PrivateKey: key, Leaf: leaf}, nil
+	return &tls.Certificate{Certificate: [][]byte{der, ca.cert.Certificate[0]}, PrivateKey: key, Leaf: leaf}, nil
 }

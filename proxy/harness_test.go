@@ -70,7 +70,7 @@ func startUpstream(t testing.TB, p *pki, tlsOn bool, h http.HandlerFunc) *upstre
 		h(w, r)
 	}))
 	if tlsOn {
-		cert, err := proxy.MintLeafForTest(p.ca, "api.example.test", "other.example.test", "echo.example.test", "127.0.0.1")
+		cert, err := p.ca.SignLeaf("api.example.test", "other.example.test", "echo.example.test", "127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
