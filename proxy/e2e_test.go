@@ -335,3 +335,31 @@ func TestIdleTunnelIsClosed(t *testing.T) {
 		waitOrFail(t, closed, "the proxy to close an idle tunnel to "+target)
 	}
 }
+
+// An intercepted host's request that no rule's path or method matches goes
+// out untouched (no credential), or is refused under unmatched: deny.
+func TestInterceptedHostWithoutMatchingPath(t *testing.T) {
+	for _, deny := range []bool{false, true} {
+		extra := ""
+		if deny {
+			extra = "unmatched: deny\n"
+		}
+		e, _, up, _ := newEnv(t, extra, okHandler)
+		req, _ := http.NewRequest("GET", "https://api.example.test/admin/users", nil)
+		req.Header.Set("Authorization", "Bearer placeholder")
+		resp, err := e.client(e.ca).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		switch {
+		case deny && (resp.StatusCode != http.StatusForbidden || len(up.seen()) != 0):
+			t.Errorf("deny: status %d, upstream saw %d; want 403 and nothing sent", resp.StatusCode, len(up.seen()))
+		case !deny && (resp.StatusCode != 200 || up.seen()[0].Header.Get("Authorization") != "Bearer placeholder"):
+			t.Errorf("tunnel: status %d; want 200 with the agent's own header, no credential", resp.StatusCode)
+		}
+		if strings.Contains(e.audit.String(), "lease.created") {
+			t.Errorf("a lease was taken for a request no rule matched (deny=%v)", deny)
+		}
+	}
+}
