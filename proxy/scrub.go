@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -16,45 +17,48 @@ const minScrubLen = 8
 // carries the query key), so a value never reaches the agent. Masks have the
 // secret's length, so Content-Length stays true and bodies still stream.
 type scrubber struct {
-	secrets [][]byte
-	masks   [][]byte
+	values  []string // the secrets, for headers
+	secrets [][]byte // the same as bytes, for bodies
 	longest int
 }
 
 func newScrubber(values ...string) *scrubber {
-	s := &scrubber{}
-	seen := make(map[string]bool, len(values))
+	s := &scrubber{values: make([]string, 0, len(values)), secrets: make([][]byte, 0, len(values))}
 	for _, v := range values {
-		if len(v) < minScrubLen || seen[v] {
+		if len(v) < minScrubLen || slices.Contains(s.values, v) {
 			continue
 		}
-		seen[v] = true
+		s.values = append(s.values, v)
 		s.secrets = append(s.secrets, []byte(v))
-		s.masks = append(s.masks, mask(len(v)))
 		s.longest = max(s.longest, len(v))
 	}
 	return s
 }
 
-func mask(n int) []byte {
+// mask overwrites b with "[redacted]" padded with '*' to b's length (only
+// '*' when b is shorter than the word).
+func mask(b []byte) {
 	const word = "[redacted]"
-	if n < len(word) {
-		return bytes.Repeat([]byte("*"), n)
+	n := 0
+	if len(b) >= len(word) {
+		n = copy(b, word)
 	}
-	return []byte(word + strings.Repeat("*", n-len(word)))
+	for i := n; i < len(b); i++ {
+		b[i] = '*'
+	}
 }
 
 func (s *scrubber) empty() bool { return len(s.secrets) == 0 }
 
 // replace masks every whole occurrence in place.
 func (s *scrubber) replace(b []byte) {
-	for i, sec := range s.secrets {
+	for _, sec := range s.secrets {
 		for off := 0; ; {
 			j := bytes.Index(b[off:], sec)
 			if j < 0 {
 				break
 			}
-			copy(b[off+j:], s.masks[i])
+			mask(b[off+j : off+j+len(sec)])
 			off += j + len(sec)
 		}
 	}
@@ -76,19 +80,29 @@ func (s *scrubber) partial(b []byte) int {
 }
 
 func (s *scrubber) headers(h http.Header) {
-	for k, vs := range h {
+	for _, vs := range h {
 		for i, v := range vs {
-			b := []byte(v)
-			s.replace(b)
-			if string(b) != v {
-				h[k][i] = string(b)
+			if s.contains(v) { // copy only the rare value that holds a secret
+				b := []byte(v)
+				s.replace(b)
+				vs[i] = string(b)
 			}
 		}
 	}
 }
 
-// Every injected response gets a scrubReader, so its buffer starts small
-// (most API answers fit) and grows once a read fills it: a large body.
+func (s *scrubber) contains(v string) bool {
+	for _, sec := range s.values {
+		if strings.Contains(v, sec) {
+			return true
+		}
+	}
+	return false
+}
+
+// Buffer sizes for reads smaller than a secret can straddle: most masking
+// happens in the caller's own buffer (io.Copy reads 32 KiB at a time), and a
+// scrubReader allocates nothing unless a read is tiny or a tail is held back.
 const (
 	scrubBufSmall = 4 << 10
 	scrubBufLarge = 32 << 10
@@ -96,20 +110,23 @@ const (
 
 // body wraps rc so that reads come back masked.
 func (s *scrubber) body(rc io.ReadCloser) io.ReadCloser {
-	return &scrubReader{src: rc, s: s, buf: make([]byte, 0, scrubBufSmall)}
+	return &scrubReader{src: rc, s: s}
 }
 
 type scrubReader struct {
 	src  io.ReadCloser
 	s    *scrubber
-	buf  []byte // raw bytes read and not yet handed out
+	buf  []byte // raw bytes read and not yet handed out; its last hold bytes are held back
 	out  []byte // masked bytes ready to hand out (a window into buf)
 	hold int    // len of buf's tail held back as a possible secret prefix
-	grow bool   // the last read filled buf: use a large one
+	grow bool   // the last buffered read filled buf: use a large one
 	err  error
 }
 
 func (r *scrubReader) Read(p []byte) (int, error) {
+	if len(r.out) == 0 && r.err == nil && len(p) > 2*r.s.longest {
+		return r.readInto(p)
+	}
 	for len(r.out) == 0 {
 		if r.err != nil {
 			return 0, r.err
@@ -121,16 +138,43 @@ func (r *scrubReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// fill reads once from the source and releases what can no longer be part of
-// a secret. A read never waits for more data than the source already gave,
-// except for a tail that could start a secret: SSE events still flow one by one.
+// readInto reads and masks in p itself, keeping back in buf only a tail
+// that could start a secret. A read never waits for more data than the
+// source already gave, except for such a tail: SSE events flow one by one.
+func (r *scrubReader) readInto(p []byte) (int, error) {
+	for {
+		k := copy(p, r.buf[len(r.buf)-r.hold:])
+		n, err := r.src.Read(p[k:])
+		n += k
+		r.s.replace(p[:n])
+		r.buf, r.hold = r.buf[:0], 0
+		if err != nil {
+			r.err = err
+			return n, err
+		}
+		h := r.s.partial(p[:n])
+		r.buf = append(r.buf, p[n-h:n]...)
+		r.hold = h
+		if n > h {
+			return n - h, nil
+		}
+	}
+}
+
+// fill is readInto for reads too small to hold a tail: it reads once into
+// buf and releases what can no longer be part of a secret.
 func (r *scrubReader) fill() {
 	tail := r.buf[len(r.buf)-r.hold:]
-	if r.grow || len(tail) > cap(r.buf)/2 {
+	switch {
+	case r.grow || len(tail) > cap(r.buf)/2:
 		buf := make([]byte, len(tail), len(tail)+scrubBufLarge)
 		copy(buf, tail)
 		r.buf = buf
-	} else {
+	case cap(r.buf) < scrubBufSmall:
+		buf := make([]byte, len(tail), scrubBufSmall)
+		copy(buf, tail)
+		r.buf = buf
+	default:
 		r.buf = r.buf[:copy(r.buf, tail)] // copy handles the overlap
 	}
 	room := r.buf[len(r.buf):cap(r.buf)]

@@ -56,3 +56,34 @@ func TestScrubberReleasesEventsWithoutWaiting(t *testing.T) {
 	}
 	pw.Close()
 }
+
+// Callers read with buffers of every size; masking must not depend on it.
+func TestScrubberAnyReadSize(t *testing.T) {
+	const secret = "sk-test-abcdefghijklmnop"
+	in := strings.Repeat("x", 37) + secret + strings.Repeat("y", 5000) + secret[:10] + "z" + secret
+	want := strings.ReplaceAll(in, secret, "[redacted]**************")
+	for _, size := range []int{1, 3, 24, 49, 50, 64, 4096, 40000} {
+		for _, src := range []func() io.Reader{
+			func() io.Reader { return strings.NewReader(in) },
+			func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
+			func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
+		} {
+			r := newScrubber(secret).body(io.NopCloser(src()))
+			var got strings.Builder
+			buf := make([]byte, size)
+			for {
+				n, err := r.Read(buf)
+				got.Write(buf[:n])
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got.String() != want {
+				t.Fatalf("read size %d: output differs from the masked input (len %d vs %d)", size, got.Len(), len(want))
+			}
+		}
+	}
+}
