@@ -363,3 +363,30 @@ func TestInterceptedHostWithoutMatchingPath(t *testing.T) {
 		}
 	}
 }
+
+func TestUpstreamProtocol(t *testing.T) {
+	for _, c := range []struct {
+		extra string
+		major int
+	}{
+		{"upstream: {caFiles: [\"{{UPSTREAM_CA}}\"]}\n", 2}, // the default
+		{"upstream: {caFiles: [\"{{UPSTREAM_CA}}\"], http2: false}\n", 1},
+	} {
+		t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
+		p := newPKI(t, t.TempDir())
+		up := startUpstream(t, p, true, okHandler)
+		cfg := strings.Replace(baseConfig, "upstream: {caFiles: [\"{{UPSTREAM_CA}}\"]}\n", c.extra, 1)
+		e := startProxy(t, p, cfg, map[string]string{"api.example.test:443": addrOf(up.Server)})
+		resp, err := e.client(e.ca).Get("https://api.example.test/v1/models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if len(up.seen()) != 1 {
+			t.Fatalf("config %q: status %d, upstream saw %d requests", c.extra, resp.StatusCode, len(up.seen()))
+		}
+		if got := up.seen()[0].ProtoMajor; got != c.major {
+			t.Errorf("config %q: upstream saw HTTP/%d, want HTTP/%d", c.extra, got, c.major)
+		}
+	}
+}

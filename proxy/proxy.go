@@ -95,7 +95,7 @@ func New(o Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.tr = newTransport(roots, p.dial)
+	p.tr = newTransport(roots, p.dial, o.Config.Upstream.HTTP2)
 	if p.leaves, err = newLeafCache(o.CA, o.Config.CertCacheSize, p.obs); err != nil {
 		return nil, err
 	}

@@ -45,14 +45,17 @@ func defaultDial() DialFunc {
 
 // newTransport builds the upstream transport: a tuned clone of Go's default,
 // with no proxy from the environment (a sidecar whose own HTTPS_PROXY names
-// itself would loop), verified TLS, HTTP/2 where offered, and a connection
-// pool sized for an agent that hammers a few APIs.
-func newTransport(roots *x509.CertPool, dial DialFunc) *http.Transport {
+// itself would loop), verified TLS, HTTP/2 where offered (unless http2 is
+// false), and a connection pool sized for an agent that hammers a few APIs.
+func newTransport(roots *x509.CertPool, dial DialFunc, http2 bool) *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.DialContext = dial
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	tr.ForceAttemptHTTP2 = true
+	tr.ForceAttemptHTTP2 = http2
+	if !http2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // non-nil and empty: HTTP/1.1 only
+	}
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 256
 	tr.IdleConnTimeout = 90 * time.Second

@@ -51,6 +51,10 @@ type CA struct {
 // Upstream configures how credproxy verifies the servers it forwards to.
 type Upstream struct {
 	CAFiles []string // extra roots, added to the system pool; verification is never off
+	// HTTP2 lets credproxy speak HTTP/2 to upstreams that offer it (default
+	// true). HTTP/1.1 costs credproxy less CPU per request on a busy host;
+	// HTTP/2 needs fewer connections. docs/benchmarks.md has the numbers.
+	HTTP2 bool
 }
 
 // Audit says where lease events go.

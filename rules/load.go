@@ -91,7 +91,8 @@ func (l *loader) decode(root *yaml.Node) *Config {
 	}
 	ca := l.fields(f["ca"], "ca", "cert", "key")
 	c.CA = CA{Cert: l.filePath(ca["cert"], "ca.cert", DefaultCACert), Key: l.filePath(ca["key"], "ca.key", DefaultCAKey)}
-	up := l.fields(f["upstream"], "upstream", "caFiles")
+	up := l.fields(f["upstream"], "upstream", "caFiles", "http2")
+	c.Upstream.HTTP2 = l.boolean(up["http2"], "upstream.http2", true)
 	for i, p := range l.strs(up["caFiles"], "upstream.caFiles") {
 		if p == "" {
 			l.errf(index("upstream.caFiles", i), "empty path")

@@ -327,3 +327,18 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want os.ErrNotExist", err)
 	}
 }
+
+func TestUpstreamHTTP2(t *testing.T) {
+	for src, want := range map[string]bool{"": true, "upstream: {http2: false}\n": false, "upstream: {http2: true}\n": true} {
+		cfg, err := Parse("t.yaml", []byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Upstream.HTTP2 != want {
+			t.Errorf("%q: Upstream.HTTP2 = %v, want %v", src, cfg.Upstream.HTTP2, want)
+		}
+	}
+	if _, err := Parse("t.yaml", []byte("upstream: {http2: maybe}\n")); err == nil || !strings.Contains(err.Error(), "t.yaml:1: upstream.http2") {
+		t.Errorf("bad http2 value: %v, want an error naming t.yaml:1: upstream.http2", err)
+	}
+}
