@@ -322,14 +322,30 @@ func TestIdleTunnelIsClosed(t *testing.T) {
 	up := startUpstream(t, p, true, okHandler)
 	e := startProxyWith(t, p, baseConfig, map[string]string{"other.example.test:443": addrOf(up.Server)},
 		func(o *proxy.Options) { o.IdleTimeout = 100 * time.Millisecond })
-	for _, target := range []string{"other.example.test:443", "api.example.test:443"} { // tunnelled, intercepted
-		c, _, resp := rawConnect(t, e, target)
+	for _, c := range []struct {
+		target    string
+		handshake bool
+	}{
+		{"other.example.test:443", false}, // tunnelled
+		{"api.example.test:443", false},   // intercepted, never starts TLS
+		{"api.example.test:443", true},    // intercepted, TLS done, no request
+	} {
+		target := c.target
+		conn, _, resp := rawConnect(t, e, target)
 		if resp.StatusCode != 200 {
 			t.Fatalf("CONNECT %s: %d", target, resp.StatusCode)
 		}
+		var rd io.Reader = conn
+		if c.handshake {
+			tc := tls.Client(conn, &tls.Config{ServerName: "api.example.test", RootCAs: e.ca})
+			if err := tc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			rd = tc
+		}
 		closed := make(chan struct{})
 		go func() {
-			io.Copy(io.Discard, c) // returns when the proxy closes the idle connection
+			io.Copy(io.Discard, rd) // returns when the proxy closes the idle connection
 			close(closed)
 		}()
 		waitOrFail(t, closed, "the proxy to close an idle tunnel to "+target)
