@@ -10,6 +10,14 @@ STATICCHECK_VERSION=v0.8.2  # the 2026.2.2 release
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 
+# Real clients the end-to-end tests drive: curl, and Python requests.
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+if ! python3 -c 'import requests' 2>/dev/null; then
+	echo "== installing python3-requests"
+	apt-get update -qq && apt-get install -y -qq python3-requests
+	export CREDPROXY_PYTHON=/usr/bin/python3
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './test/*'))
 if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
