@@ -3,10 +3,11 @@ package proxy_test
 import (
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/credproxy/credproxy/internal/testutil"
 )
 
 // An upstream 401 drops the lease it answered; the next request acquires a
@@ -39,12 +40,7 @@ func TestUpstream401DropsLeaseAndPurposeIsAudited(t *testing.T) {
 		}
 	}
 	audit := e.audit.String()
-	events := regexp.MustCompile(`"event":"(lease\.[a-z]+)"`).FindAllStringSubmatch(audit, -1)
-	var seq []string
-	for _, m := range events {
-		seq = append(seq, m[1])
-	}
-	if got := strings.Join(seq, ","); got != "lease.created,lease.revoked,lease.created" {
+	if got := testutil.AuditEvents(audit); got != "lease.created,lease.revoked,lease.created" {
 		t.Errorf("audit events %s, want lease.created,lease.revoked,lease.created", got)
 	}
 	if !strings.Contains(audit, `"reason":"upstream_401"`) || !strings.Contains(audit, `"purpose":"summarise ticket 42"`) {

@@ -133,21 +133,8 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 	f := newFixture(t, "")
 	cfg := mustLoad(t, f.cfg)
-	audit := &testutil.SyncBuffer{}
-	addrs := make(chan [2]string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, cfg, serveOptions{Log: discardLogger(), AuditOut: audit,
-			Ready: func(p, a string) { addrs <- [2]string{p, a} }})
-	}()
-	var proxyAddr, adminAddr string
-	select {
-	case a := <-addrs:
-		proxyAddr, adminAddr = a[0], a[1]
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
+	s := startServe(t, cfg)
+	proxyAddr, adminAddr, audit := s.proxy, s.admin, s.audit
 	c := agent(t, proxyAddr, cfg.CA.Cert)
 	for range 3 {
 		if code, body := get(t, c, f.up.URL+"/v1/x"); code != 200 || body != "ok" {
@@ -182,14 +169,8 @@ func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 		t.Errorf("/ca.pem: %d %q", code, body)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve returned %v after shutdown", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not return after shutdown")
+	if err := s.shutdown(t); err != nil {
+		t.Fatalf("serve returned %v after shutdown", err)
 	}
 	if !regexp.MustCompile(`"event":"lease.revoked".*"reason":"shutdown"`).MatchString(audit.String()) {
 		t.Errorf("audit has no lease.revoked with reason shutdown:\n%s", audit.String())
@@ -204,22 +185,13 @@ func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 func TestIdleLeaseIsRevokedAndReacquired(t *testing.T) {
 	f := newFixture(t, "leases: {defaultTTL: 2s, maxTTL: 1h, renewBeforeExpiry: 500ms, idleTimeout: 200ms}")
 	cfg := mustLoad(t, f.cfg)
-	audit := &testutil.SyncBuffer{}
-	addrs := make(chan [2]string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go serve(ctx, cfg, serveOptions{Log: discardLogger(), AuditOut: audit, Ready: func(p, a string) { addrs <- [2]string{p, a} }})
-	a := <-addrs
-	c := agent(t, a[0], cfg.CA.Cert)
+	s := startServe(t, cfg)
+	audit := s.audit
+	c := agent(t, s.proxy, cfg.CA.Cert)
 	get(t, c, f.up.URL+"/first")
 	testutil.WaitFor(t, func() bool { return strings.Contains(audit.String(), `"reason":"idle"`) }, "an idle revocation in the audit trail")
 	get(t, c, f.up.URL+"/second")
-	events := regexp.MustCompile(`"event":"(lease\.[a-z]+)"`).FindAllStringSubmatch(audit.String(), -1)
-	var seq []string
-	for _, e := range events {
-		seq = append(seq, e[1])
-	}
-	if got := strings.Join(seq, ","); got != "lease.created,lease.revoked,lease.created" {
+	if got := testutil.AuditEvents(audit.String()); got != "lease.created,lease.revoked,lease.created" {
 		t.Errorf("audit events %s, want lease.created,lease.revoked,lease.created", got)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,19 +22,13 @@ import (
 // credentials log in to PostgreSQL (or its Bearer is the current KV value),
 // and credproxy in front.
 type vaultEnv struct {
-	vs        *vaulttest.Server
-	up        *httptest.Server
-	dir       string
-	kvWant    atomic.Value // string: the Bearer value the upstream accepts ("" any sk-test-kv-*)
-	kvSeen    atomic.Value // string: the last Bearer value it saw
-	proxy     string
-	admin     string
-	audit     *testutil.SyncBuffer
-	stop      context.CancelFunc
-	done      chan error
-	client    *http.Client
-	stopOnce  sync.Once
-	stopError error
+	vs      *vaulttest.Server
+	up      *httptest.Server
+	dir     string
+	kvWant  atomic.Value // string: the Bearer value the upstream accepts ("" any sk-test-kv-*)
+	kvSeen  atomic.Value // string: the last Bearer value it saw
+	*served              // credproxy: proxy and admin addresses, audit trail, shutdown
+	client  *http.Client
 }
 
 const vaultRules = `
@@ -70,7 +62,7 @@ func newVaultEnv(t *testing.T, role, idle string) *vaultEnv {
 // newVaultEnvOn puts credproxy in front of vs, logging in with token ("" for root).
 func newVaultEnvOn(t *testing.T, vs *vaulttest.Server, role, idle, token string) *vaultEnv {
 	t.Helper()
-	e := &vaultEnv{vs: vs, dir: t.TempDir(), audit: &testutil.SyncBuffer{}}
+	e := &vaultEnv{vs: vs, dir: t.TempDir()}
 	e.kvWant.Store("sk-test-kv-1")
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
 	e.up = httptest.NewTLSServer(http.HandlerFunc(e.checkCredentials))
@@ -83,19 +75,7 @@ func newVaultEnvOn(t *testing.T, vs *vaulttest.Server, role, idle, token string)
 	cfgFile := filepath.Join(e.dir, "rules.yaml")
 	os.WriteFile(cfgFile, fmt.Appendf(nil, vaultRules, e.vs.Addr, strings.TrimPrefix(e.up.URL, "https://"), role, idle), 0o600)
 	cfg := mustLoad(t, cfgFile)
-	ctx, cancel := context.WithCancel(context.Background())
-	e.stop, e.done = cancel, make(chan error, 1)
-	addrs := make(chan [2]string, 1)
-	go func() {
-		e.done <- serve(ctx, cfg, serveOptions{Log: discardLogger(), AuditOut: e.audit, Ready: func(p, a string) { addrs <- [2]string{p, a} }})
-	}()
-	select {
-	case a := <-addrs:
-		e.proxy, e.admin = a[0], a[1]
-	case err := <-e.done:
-		t.Fatalf("serve: %v", err)
-	}
-	t.Cleanup(func() { e.shutdown(t) })
+	e.served = startServe(t, cfg)
 	e.client = agent(t, e.proxy, cfg.CA.Cert)
 	return e
 }
@@ -121,19 +101,6 @@ func (e *vaultEnv) checkCredentials(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok")
-}
-
-// shutdown stops credproxy as SIGTERM would, once.
-func (e *vaultEnv) shutdown(t *testing.T) error {
-	e.stopOnce.Do(func() {
-		e.stop()
-		select {
-		case e.stopError = <-e.done:
-		case <-time.After(30 * time.Second):
-			t.Error("credproxy did not stop within 30s")
-		}
-	})
-	return e.stopError
 }
 
 func (e *vaultEnv) get(t *testing.T, path string) (int, string) {

@@ -4,6 +4,7 @@ package testutil
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -48,4 +49,16 @@ type LogWriter struct{ T testing.TB }
 func (w LogWriter) Write(p []byte) (int, error) {
 	w.T.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+var auditEvent = regexp.MustCompile(`"event":"(lease\.[a-z]+)"`)
+
+// AuditEvents lists the lease events in an audit trail, in order, joined
+// with commas: "lease.created,lease.revoked,lease.created".
+func AuditEvents(audit string) string {
+	var seq []string
+	for _, m := range auditEvent.FindAllStringSubmatch(audit, -1) {
+		seq = append(seq, m[1])
+	}
+	return strings.Join(seq, ",")
 }
