@@ -112,45 +112,6 @@ func BenchmarkMaskResponse(b *testing.B) {
 	}
 }
 
-// BenchmarkScrubber is the body scrubber alone, with and without echoed
-// secrets, read in small chunks (as a TLS record at a time) and large ones.
-func BenchmarkScrubber(b *testing.B) {
-	// Echoed secrets straddle every 4 KiB read boundary.
-	echoed := bytes.Clone(benchBody)
-	for off := 4<<10 - 7; off+len(benchSecret) < len(echoed); off += 4 << 10 {
-		copy(echoed[off:], benchSecret)
-	}
-	cases := []struct {
-		name  string
-		body  []byte
-		chunk int
-	}{
-		{"clean/16KiB", benchBody, 16 << 10},
-		{"clean/1KiB", benchBody, 1 << 10},
-		{"echoed/16KiB", echoed, 16 << 10},
-	}
-	for _, c := range cases {
-		b.Run(c.name, func(b *testing.B) {
-			s := newScrubber(benchSecret, "Bearer "+benchSecret)
-			got, err := io.ReadAll(s.body(io.NopCloser(&chunkReader{b: c.body, n: c.chunk})))
-			masked := []byte(benchSecret)
-			mask(masked)
-			if want := bytes.ReplaceAll(c.body, []byte(benchSecret), masked); err != nil || !bytes.Equal(got, want) {
-				b.Fatalf("scrubbed body differs from the masked input (err %v)", err)
-			}
-			buf := make([]byte, 32<<10)
-			b.SetBytes(int64(len(c.body)))
-			b.ReportAllocs()
-			for b.Loop() {
-				r := s.body(io.NopCloser(&chunkReader{b: c.body, n: c.chunk}))
-				n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf)
-				if err != nil || n != int64(len(c.body)) {
-					b.Fatalf("copied %d, %v; want %d bytes", n, err, len(c.body))
-				}
-			}
-		})
-	}
-}
 
 // The agent's "Connection: close" must not retire the pooled upstream
 // connection (the new-connection benchmark lost 70% of its rate to that),

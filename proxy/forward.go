@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/credproxy/credproxy/internal/secret"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/metrics"
 	"github.com/credproxy/credproxy/rules"
@@ -132,14 +133,14 @@ func maskResponse(resp *http.Response, req *http.Request, t *lease.Ticket) {
 	if a := req.Header.Get("Authorization"); a != "" {
 		values = append(values, a)
 	}
-	s := newScrubber(values...)
-	if s.empty() {
+	s := secret.NewScrubber(values...)
+	if s.Empty() {
 		return
 	}
-	s.headers(resp.Header)
+	s.Header(resp.Header)
 	// A 101 body is the raw upgraded connection; it is not a response body.
 	if resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
-		resp.Body = s.body(resp.Body)
+		resp.Body = s.Body(resp.Body)
 	}
 }
 

@@ -1,4 +1,4 @@
-package proxy
+package secret
 
 import (
 	"io"
@@ -20,8 +20,8 @@ func TestScrubberMasksAcrossReadBoundaries(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// OneByteReader makes every secret straddle reads.
-			s := newScrubber(secret, "short")
-			got, err := io.ReadAll(s.body(io.NopCloser(iotest.OneByteReader(strings.NewReader(c.in)))))
+			s := NewScrubber(secret, "short")
+			got, err := io.ReadAll(s.Body(io.NopCloser(iotest.OneByteReader(strings.NewReader(c.in)))))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -37,17 +37,17 @@ func TestScrubberMasksAcrossReadBoundaries(t *testing.T) {
 }
 
 func TestScrubberIgnoresShortValues(t *testing.T) {
-	s := newScrubber("true", "5432")
-	if !s.empty() {
+	s := NewScrubber("true", "5432")
+	if !s.Empty() {
 		t.Fatal("values shorter than minScrubLen must not be masked: they would mangle ordinary bodies")
 	}
 }
 
 // A held-back tail must not delay an SSE event that cannot be a secret.
 func TestScrubberReleasesEventsWithoutWaiting(t *testing.T) {
-	s := newScrubber("sk-test-abcdefghijklmnop")
+	s := NewScrubber("sk-test-abcdefghijklmnop")
 	pr, pw := io.Pipe()
-	r := s.body(pr)
+	r := s.Body(pr)
 	go pw.Write([]byte("data: first\n\n"))
 	buf := make([]byte, 64)
 	n, err := r.Read(buf)
@@ -68,7 +68,7 @@ func TestScrubberAnyReadSize(t *testing.T) {
 			func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
 			func() io.Reader { return iotest.HalfReader(strings.NewReader(in)) },
 		} {
-			r := newScrubber(secret).body(io.NopCloser(src()))
+			r := NewScrubber(secret).Body(io.NopCloser(src()))
 			var got strings.Builder
 			buf := make([]byte, size)
 			for {

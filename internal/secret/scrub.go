@@ -1,4 +1,8 @@
-package proxy
+// Package secret owns credential values once they leave the store: the
+// redacting Value type and the Scrubber that masks values (raw and encoded)
+// in response headers, bodies, errors and log text. Every package that must
+// keep a value out of what it shows uses this one; none writes its own.
+package secret
 
 import (
 	"bytes"
@@ -8,24 +12,26 @@ import (
 	"strings"
 )
 
-// minScrubLen is the shortest secret scrubbed from responses: shorter
+// MinLen is the shortest secret scrubbed from responses: shorter
 // fields of a grant (a port, "true") would mangle ordinary bodies.
-const minScrubLen = 8
+const MinLen = 8
 
 // scrubber masks credential values that an upstream echoes back (an echo
 // endpoint, an error page quoting the Authorization header, a redirect that
 // carries the query key), so a value never reaches the agent. Masks have the
 // secret's length, so Content-Length stays true and bodies still stream.
-type scrubber struct {
+type Scrubber struct {
 	values  []string // the secrets, for headers
 	secrets [][]byte // the same as bytes, for bodies
 	longest int
 }
 
-func newScrubber(values ...string) *scrubber {
-	s := &scrubber{values: make([]string, 0, len(values)), secrets: make([][]byte, 0, len(values))}
+// NewScrubber masks the given values; it ignores values shorter than MinLen
+// and duplicates.
+func NewScrubber(values ...string) *Scrubber {
+	s := &Scrubber{values: make([]string, 0, len(values)), secrets: make([][]byte, 0, len(values))}
 	for _, v := range values {
-		if len(v) < minScrubLen || slices.Contains(s.values, v) {
+		if len(v) < MinLen || slices.Contains(s.values, v) {
 			continue
 		}
 		s.values = append(s.values, v)
@@ -48,10 +54,20 @@ func mask(b []byte) {
 	}
 }
 
-func (s *scrubber) empty() bool { return len(s.secrets) == 0 }
+func (s *Scrubber) Empty() bool { return s == nil || len(s.secrets) == 0 }
+
+// String returns v with every value masked.
+func (s *Scrubber) String(v string) string {
+	if s.Empty() || !s.Contains(v) {
+		return v
+	}
+	b := []byte(v)
+	s.replace(b)
+	return string(b)
+}
 
 // replace masks every whole occurrence in place.
-func (s *scrubber) replace(b []byte) {
+func (s *Scrubber) replace(b []byte) {
 	for _, sec := range s.secrets {
 		for off := 0; ; {
 			j := bytes.Index(b[off:], sec)
@@ -66,7 +82,7 @@ func (s *scrubber) replace(b []byte) {
 
 // partial is the length of the longest suffix of b that is a proper prefix of
 // some secret: bytes that must wait for the next read before they are sent.
-func (s *scrubber) partial(b []byte) int {
+func (s *Scrubber) partial(b []byte) int {
 	best := 0
 	for _, sec := range s.secrets {
 		for l := min(len(sec)-1, len(b)); l > best; l-- {
@@ -79,10 +95,10 @@ func (s *scrubber) partial(b []byte) int {
 	return best
 }
 
-func (s *scrubber) headers(h http.Header) {
+func (s *Scrubber) Header(h http.Header) {
 	for _, vs := range h {
 		for i, v := range vs {
-			if s.contains(v) { // copy only the rare value that holds a secret
+			if s.Contains(v) { // copy only the rare value that holds a secret
 				b := []byte(v)
 				s.replace(b)
 				vs[i] = string(b)
@@ -91,7 +107,7 @@ func (s *scrubber) headers(h http.Header) {
 	}
 }
 
-func (s *scrubber) contains(v string) bool {
+func (s *Scrubber) Contains(v string) bool {
 	for _, sec := range s.values {
 		if strings.Contains(v, sec) {
 			return true
@@ -109,13 +125,13 @@ const (
 )
 
 // body wraps rc so that reads come back masked.
-func (s *scrubber) body(rc io.ReadCloser) io.ReadCloser {
+func (s *Scrubber) Body(rc io.ReadCloser) io.ReadCloser {
 	return &scrubReader{src: rc, s: s}
 }
 
 type scrubReader struct {
 	src  io.ReadCloser
-	s    *scrubber
+	s    *Scrubber
 	buf  []byte // raw bytes read and not yet handed out; its last hold bytes are held back
 	out  []byte // masked bytes ready to hand out (a window into buf)
 	hold int    // len of buf's tail held back as a possible secret prefix
