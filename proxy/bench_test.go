@@ -112,7 +112,6 @@ func BenchmarkMaskResponse(b *testing.B) {
 	}
 }
 
-
 // The agent's "Connection: close" must not retire the pooled upstream
 // connection (the new-connection benchmark lost 70% of its rate to that),
 // while goproxy still sees it and closes the agent's side.
