@@ -52,7 +52,7 @@ func (p *Proxy) decideAndSend(req *http.Request, dest rules.Dest, identity strin
 	purpose := req.Header.Get(PurposeHeader)
 	req.Header.Del(PurposeHeader)
 
-	rule := p.cfg.Match(dest, req.Method, req.URL.Path, identity)
+	rule, _ := p.cfg.Match(dest, req.Method, req.URL.EscapedPath(), identity)
 	if rule == nil {
 		if p.cfg.Unmatched == rules.UnmatchedDeny {
 			return p.refuse(req, dest, "", http.StatusForbidden, outcomeDenied,

@@ -35,8 +35,8 @@ func BenchmarkMatch1000Rules(b *testing.B) {
 	d := Dest{Host: "a.svc999.example.com", Port: 443}
 	b.ReportAllocs()
 	for b.Loop() {
-		if r := c.Match(d, "POST", "/repos/x/issues", "agent-a"); r != last {
-			b.Fatalf("matched %v, want the last rule", r)
+		if r, err := c.Match(d, "POST", "/repos/x/issues", "agent-a"); r != last || err != nil {
+			b.Fatalf("matched %v, %v; want the last rule", r, err)
 		}
 	}
 }
@@ -49,7 +49,7 @@ func BenchmarkMatch1000RulesScan(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var got *Rule
-		p := cleanPath("/repos/x/issues")
+		p, _ := requestPath("/repos/x/issues")
 		for _, r := range c.Rules {
 			if r.matchesHost(d) && r.matchesRequest("POST", p, "agent-a") {
 				got = r

@@ -12,6 +12,13 @@ import (
 // answers 502; the message never holds the credential's value.
 var ErrInject = errors.New("credential injection failed")
 
+// ErrAmbiguousPath marks a request path that servers may resolve in different
+// ways: a dot-segment in any encoding (%2e%2e, ..%2F, ..;), a backslash, a
+// bad percent-escape or a control byte. Match returns it only for a host that
+// has a rule; the proxy answers 400 rather than forward a path whose rule was
+// decided on one reading while the upstream acts on another.
+var ErrAmbiguousPath = errors.New("ambiguous request path")
+
 // ConfigError is one problem in a config file, located by line and by the
 // dotted path of the field, like `rules[2].inject.header`.
 type ConfigError struct {

@@ -162,7 +162,7 @@ func TestParseEmpty(t *testing.T) {
 		if len(c.Rules) != 0 || c.Listen != DefaultListen {
 			t.Errorf("Parse(%q) = %d rules, listen %q; want defaults", src, len(c.Rules), c.Listen)
 		}
-		if c.Match(Dest{"a.example.com", 443}, "GET", "/", "") != nil || c.Intercepts(Dest{"a", 443}) {
+		if r, err := c.Match(Dest{"a.example.com", 443}, "GET", "/", ""); r != nil || err != nil || c.Intercepts(Dest{"a", 443}) {
 			t.Errorf("Parse(%q): empty config matched something", src)
 		}
 	}

@@ -1,8 +1,6 @@
 package rules
 
 import (
-	"errors"
-	"path"
 	"strings"
 )
 
@@ -19,22 +17,45 @@ func (c *Config) Intercepts(d Dest) bool {
 }
 
 // Match returns the first rule, in file order, that matches the destination,
-// method, request path and identity; nil when none does. path is the decoded
-// URL path (req.URL.Path); it is cleaned first, so /v1/../admin is /admin.
-func (c *Config) Match(d Dest, method, path, identity string) *Rule {
-	p := cleanPath(path)
-	var best *Rule
+// method, request path and identity; nil when none does.
+//
+// rawPath is the path exactly as it is forwarded (req.URL.EscapedPath()),
+// never a decoded or cleaned copy: the rule must be decided on what the
+// upstream receives. When d has a rule and rawPath is ambiguous (a
+// dot-segment in any encoding, a backslash, a bad escape or a control byte:
+// see requestPath), Match returns an error wrapping ErrAmbiguousPath and the
+// request must be refused, not forwarded. method is compared exactly: HTTP
+// methods are case-sensitive, and a server may treat "get" apart from GET.
+func (c *Config) Match(d Dest, method, rawPath, identity string) (*Rule, error) {
+	var (
+		best    *Rule
+		p       string
+		checked bool
+		err     error
+	)
 	c.index.each(d.Host, func(r *Rule) bool {
-		if best != nil && r.index >= best.index {
+		if err != nil || best != nil && r.index >= best.index {
 			return false // lists are in file order: nothing later can win
 		}
-		if r.matchesHost(d) && r.matchesRequest(method, p, identity) {
+		if !r.matchesHost(d) {
+			return true
+		}
+		if !checked { // only a host with a rule is refused for its path
+			checked = true
+			if p, err = requestPath(rawPath); err != nil {
+				return false
+			}
+		}
+		if r.matchesRequest(method, p, identity) {
 			best = r
 			return false
 		}
 		return true
 	})
-	return best
+	if err != nil {
+		return nil, err
+	}
+	return best, nil
 }
 
 // hostIndex finds the rules that may match a host without scanning them all.
@@ -92,9 +113,9 @@ func (r *Rule) matchesHost(d Dest) bool {
 	return false
 }
 
-// matchesRequest checks the path (already cleaned), method and identity.
+// matchesRequest checks the method, identity and path (from requestPath).
 func (r *Rule) matchesRequest(method, p, identity string) bool {
-	if len(r.Methods) > 0 && !containsFold(r.Methods, method) {
+	if len(r.Methods) > 0 && !contains(r.Methods, method) {
 		return false
 	}
 	if len(r.Identities) > 0 && !contains(r.Identities, identity) {
@@ -118,74 +139,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func containsFold(list []string, s string) bool {
-	for _, x := range list {
-		if strings.EqualFold(x, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// cleanPath resolves . and .. and doubled slashes, keeping a trailing slash,
-// so that /v1/../admin cannot reach a rule written for /v1/.
-func cleanPath(p string) string {
-	if p == "" || p[0] != '/' {
-		p = "/" + p
-	}
-	c := path.Clean(p)
-	if p[len(p)-1] != '/' || c == "/" {
-		return c
-	}
-	// Reuse p's bytes when it is c plus the slash, as in the common "/v1/".
-	if len(p) == len(c)+1 && p[:len(c)] == c {
-		return p
-	}
-	return c + "/"
-}
-
-// pathPattern is one compiled entry of a rule's paths.
-type pathPattern struct {
-	pattern string
-	kind    pathKind
-}
-
-type pathKind int
-
-const (
-	pathPrefix        pathKind = iota // "/v1/": any path starting with it
-	pathSegmentPrefix                 // "/v1": /v1 itself and /v1/..., never /v1x
-	pathGlob                          // "/repos/*/issues": path.Match on the whole path
-)
-
-func parsePathPattern(s string) (pathPattern, error) {
-	if !strings.HasPrefix(s, "/") {
-		return pathPattern{}, errors.New("must start with '/'")
-	}
-	switch {
-	case strings.Contains(s, "*"):
-		if _, err := path.Match(s, ""); err != nil {
-			return pathPattern{}, errors.New("bad glob: " + err.Error())
-		}
-		return pathPattern{pattern: s, kind: pathGlob}, nil
-	case strings.HasSuffix(s, "/"):
-		return pathPattern{pattern: s, kind: pathPrefix}, nil
-	default:
-		return pathPattern{pattern: s, kind: pathSegmentPrefix}, nil
-	}
-}
-
-func (pp pathPattern) matches(p string) bool {
-	switch pp.kind {
-	case pathPrefix:
-		return strings.HasPrefix(p, pp.pattern)
-	case pathSegmentPrefix:
-		return strings.HasPrefix(p, pp.pattern) &&
-			(len(p) == len(pp.pattern) || p[len(pp.pattern)] == '/')
-	default:
-		ok, _ := path.Match(pp.pattern, p)
-		return ok
-	}
 }
