@@ -1,10 +1,13 @@
 package metrics
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -22,14 +25,21 @@ type AdminOptions struct {
 	// profile shows memory and arguments, and the admin port may be reachable
 	// by the agent.
 	Pprof bool
-	// Extra routes are mounted as given (http.ServeMux patterns). A pattern
-	// that conflicts with a built-in route panics, as ServeMux.Handle does.
+	// Extra routes are mounted as given (http.ServeMux patterns), behind the
+	// Token check. A pattern that conflicts with a built-in route panics, as
+	// ServeMux.Handle does.
 	Extra map[string]http.Handler
+	// Token guards every route but the open read-only ones (/metrics,
+	// /healthz, /readyz, /ca.pem): a request must carry "Authorization:
+	// Bearer <Token>". Empty means those routes answer 403: the agent may
+	// reach the admin port, and must not list or revoke leases.
+	Token string
 }
 
 // NewAdminHandler returns the admin HTTP handler: /metrics, /healthz,
 // /readyz, /ca.pem, optionally /debug/pprof/, and o.Extra. Any other path
-// answers 404 with a JSON body.
+// answers 404 with a JSON body. Every route but the four open ones requires
+// o.Token (see AdminOptions.Token).
 func NewAdminHandler(o AdminOptions) http.Handler {
 	mux := http.NewServeMux()
 	m := o.Metrics
@@ -42,20 +52,47 @@ func NewAdminHandler(o AdminOptions) http.Handler {
 	})
 	mux.HandleFunc("/readyz", readyHandler(o.Ready))
 	mux.HandleFunc("/ca.pem", caHandler(o.CAPEM))
+	guard := bearer(o.Token)
 	if o.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
+		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
 	}
 	for pattern, h := range o.Extra {
-		mux.Handle(pattern, h)
+		mux.Handle(pattern, guard(h))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
 	})
 	return mux
+}
+
+// bearer returns the one auth check of the admin server. A prompt-injected
+// agent that can reach the port must not list or revoke leases in a loop.
+func bearer(token string) func(http.Handler) http.Handler {
+	// Compare digests: subtle.ConstantTimeCompare returns early on a length
+	// mismatch, which would tell an attacker the token's length.
+	want := sha256.Sum256([]byte(token))
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if token == "" {
+				writeJSON(w, http.StatusForbidden, map[string]string{
+					"error": "admin API disabled: admin.tokenFile is not configured"})
+				return
+			}
+			auth := r.Header.Get("Authorization")
+			scheme, got, ok := strings.Cut(auth, " ")
+			sum := sha256.Sum256([]byte(got))
+			if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="credproxy admin"`)
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong admin token"})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 func readyHandler(ready func() error) http.HandlerFunc {

@@ -139,9 +139,9 @@ func TestPprofOnlyWhenEnabled(t *testing.T) {
 	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
 		getJSON(t, off.URL+p, http.StatusNotFound)
 	}
-	on := serveAdmin(t, AdminOptions{Metrics: New(), Pprof: true})
+	on := serveAdmin(t, AdminOptions{Metrics: New(), Pprof: true, Token: testToken})
 	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap?debug=1"} {
-		if status, _, body := get(t, on.URL+p); status != http.StatusOK {
+		if status, _, body := getAuth(t, on.URL+p, "Bearer "+testToken); status != http.StatusOK {
 			t.Errorf("GET %s with pprof on: status %d, want 200; body %q", p, status, body)
 		}
 	}
@@ -151,9 +151,9 @@ func TestExtraRoutesMounted(t *testing.T) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("leases:" + r.URL.Path))
 	})
-	srv := serveAdmin(t, AdminOptions{Metrics: New(), Extra: map[string]http.Handler{"/leases": h, "/leases/": h}})
+	srv := serveAdmin(t, AdminOptions{Metrics: New(), Token: testToken, Extra: map[string]http.Handler{"/leases": h, "/leases/": h}})
 	for _, p := range []string{"/leases", "/leases/abc"} {
-		status, _, body := get(t, srv.URL+p)
+		status, _, body := getAuth(t, srv.URL+p, "Bearer "+testToken)
 		if status != http.StatusOK || body != "leases:"+p {
 			t.Errorf("GET %s: %d %q, want 200 %q", p, status, body, "leases:"+p)
 		}
@@ -173,5 +173,78 @@ func TestNilMetricsServesRuntimeMetrics(t *testing.T) {
 	fams := scrape(t, serveAdmin(t, AdminOptions{}))
 	if fams["go_goroutines"] == nil {
 		t.Error("/metrics with nil Metrics: go_goroutines missing")
+	}
+}
+
+const testToken = "admin-token-0123456789abcdef"
+
+// leasesStub stands in for lease.AdminHandler: it answers 200 to both routes
+// and counts the requests that got through.
+func leasesStub(hits *atomic.Int32) map[string]http.Handler {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		writeJSON(w, http.StatusOK, map[string]string{"path": r.URL.Path})
+	})
+	return map[string]http.Handler{"/leases": h, "/leases/": h}
+}
+
+func TestAdminTokenGuardsLeaseRoutes(t *testing.T) {
+	var hits atomic.Int32
+	srv := serveAdmin(t, AdminOptions{Metrics: New(), Token: testToken, Extra: leasesStub(&hits)})
+	routes := []struct{ method, path string }{{"GET", "/leases"}, {"POST", "/leases/cpl_1/revoke"}}
+	for _, r := range routes {
+		for _, tc := range []struct {
+			name, auth string
+			want       int
+		}{
+			{"no token", "", http.StatusUnauthorized},
+			{"wrong token", "Bearer " + strings.Repeat("x", len(testToken)), http.StatusUnauthorized},
+			{"token of another length", "Bearer " + testToken[:5], http.StatusUnauthorized},
+			{"token with a suffix", "Bearer " + testToken + "x", http.StatusUnauthorized},
+			{"token without scheme", testToken, http.StatusUnauthorized},
+			{"basic scheme", "Basic " + testToken, http.StatusUnauthorized},
+			{"right token", "Bearer " + testToken, http.StatusOK},
+			{"right token, lower-case scheme", "bearer " + testToken, http.StatusOK},
+		} {
+			before := hits.Load()
+			status, hdr, body := do(t, r.method, srv.URL+r.path, tc.auth)
+			if status != tc.want || hdr.Get("Content-Type") != "application/json" {
+				t.Errorf("%s %s with %s: %d %q %s, want %d JSON", r.method, r.path, tc.name, status, hdr.Get("Content-Type"), body, tc.want)
+			}
+			if passed := hits.Load() != before; passed != (tc.want == http.StatusOK) {
+				t.Errorf("%s %s with %s: reached the lease handler = %v", r.method, r.path, tc.name, passed)
+			}
+			if tc.want == http.StatusUnauthorized && !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Bearer") {
+				t.Errorf("%s %s with %s: WWW-Authenticate %q, want Bearer", r.method, r.path, tc.name, hdr.Get("WWW-Authenticate"))
+			}
+		}
+	}
+}
+
+func TestAdminWithoutTokenRefusesLeaseRoutes(t *testing.T) {
+	var hits atomic.Int32
+	srv := serveAdmin(t, AdminOptions{Metrics: New(), Pprof: true, Extra: leasesStub(&hits)})
+	for _, r := range []struct{ method, path string }{{"GET", "/leases"}, {"POST", "/leases/cpl_1/revoke"}, {"GET", "/debug/pprof/"}} {
+		for _, auth := range []string{"", "Bearer ", "Bearer anything"} {
+			status, _, body := do(t, r.method, srv.URL+r.path, auth)
+			if status != http.StatusForbidden || !strings.Contains(body, "admin.tokenFile") {
+				t.Errorf("%s %s (auth %q) with no token configured: %d %s, want 403 naming admin.tokenFile", r.method, r.path, auth, status, body)
+			}
+		}
+	}
+	if hits.Load() != 0 {
+		t.Errorf("the lease handler was reached %d times with no token configured", hits.Load())
+	}
+}
+
+func TestAdminOpenRoutesNeedNoToken(t *testing.T) {
+	certPEM, _ := testCA(t)
+	for _, token := range []string{"", testToken} {
+		srv := serveAdmin(t, AdminOptions{Metrics: New(), Token: token, CAPEM: func() []byte { return certPEM }})
+		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/ca.pem"} {
+			if status, _, body := get(t, srv.URL+p); status != http.StatusOK {
+				t.Errorf("GET %s without a token (token configured: %v): %d %q, want 200", p, token != "", status, body)
+			}
+		}
 	}
 }

@@ -46,6 +46,36 @@ func get(t *testing.T, url string) (int, string, string) {
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
 }
 
+// do sends method url with the Authorization header auth ("" for none) and
+// returns status, headers and body.
+func do(t *testing.T, method, url, auth string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+// getAuth is get with an Authorization header.
+func getAuth(t *testing.T, url, auth string) (int, string, string) {
+	t.Helper()
+	status, hdr, body := do(t, http.MethodGet, url, auth)
+	return status, hdr.Get("Content-Type"), body
+}
+
 // scrape fetches /metrics and parses the text exposition.
 func scrape(t *testing.T, srv *httptest.Server) map[string]*dto.MetricFamily {
 	t.Helper()
