@@ -13,7 +13,8 @@ import (
 )
 
 // Errors the proxy maps to responses. Errors from Get wrap them with the
-// credential's name, never its value.
+// credential's name, never its value; PublicMessage turns one into text fit
+// for the agent.
 var (
 	ErrUnknownCredential = errors.New("unknown credential")
 	ErrNotFound          = errors.New("no such lease")
@@ -155,7 +156,7 @@ func (m *Manager) setDefaults() {
 func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (Ticket, error) {
 	c, ok := m.creds[credential]
 	if !ok {
-		return Ticket{}, fmt.Errorf("credential %q: %w", credential, ErrUnknownCredential)
+		return Ticket{}, &credError{credential: credential, err: ErrUnknownCredential}
 	}
 	key := c.scopeKey(identity)
 	for range 3 {
@@ -171,8 +172,10 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 		}
 		// Revoked between acquisition and use (a 401, an admin): go again.
 	}
-	return Ticket{}, fmt.Errorf("credential %q: lease revoked while being acquired", credential)
+	return Ticket{}, credErr(c, errRevokedWhileAcquiring)
 }
+
+var errRevokedWhileAcquiring = errors.New("lease revoked while being acquired")
 
 // cached returns a ticket for the scope's live lease, or the backoff error.
 func (m *Manager) cached(c *credEntry, key scopeKey, identity string, u Use) (Ticket, bool, error) {
@@ -180,7 +183,7 @@ func (m *Manager) cached(c *credEntry, key scopeKey, identity string, u Use) (Ti
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return Ticket{}, false, fmt.Errorf("credential %q: %w", c.Name, ErrClosed)
+		return Ticket{}, false, credErr(c, ErrClosed)
 	}
 	s := m.scopeLocked(key)
 	if s.cur != nil && m.liveLocked(s.cur, now) {
@@ -193,8 +196,8 @@ func (m *Manager) cached(c *credEntry, key scopeKey, identity string, u Use) (Ti
 }
 
 func backoffErr(c *credEntry, s *scope, now time.Time) error {
-	return fmt.Errorf("credential %q: acquire: backing off for %s after: %w",
-		c.Name, s.retryAt.Sub(now).Round(time.Millisecond), s.lastErr)
+	return credErr(c, fmt.Errorf("acquire: backing off for %s after: %w",
+		s.retryAt.Sub(now).Round(time.Millisecond), s.lastErr))
 }
 
 func (m *Manager) useNew(l *lease, identity string, u Use) (Ticket, bool) {
@@ -245,7 +248,7 @@ func (m *Manager) acquireShared(ctx context.Context, c *credEntry, key scopeKey,
 		}
 		return r.Val.(*lease), nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("credential %q: acquire: %w", c.Name, ctx.Err())
+		return nil, credErr(c, fmt.Errorf("acquire: %w", ctx.Err()))
 	}
 }
 
@@ -256,7 +259,7 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return nil, fmt.Errorf("credential %q: %w", c.Name, ErrClosed)
+		return nil, credErr(c, ErrClosed)
 	}
 	s := m.scopeLocked(key)
 	if s.cur != nil && m.liveLocked(s.cur, now) {
@@ -280,7 +283,7 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 	defer m.mu.Unlock()
 	if err != nil {
 		m.acquireFailedLocked(c, key, identity, u, now, err)
-		return nil, fmt.Errorf("credential %q: acquire: %w", c.Name, err)
+		return nil, credErr(c, fmt.Errorf("acquire: %w", err))
 	}
 	m.scopeLocked(key).failures = 0
 	m.scopeLocked(key).retryAt = time.Time{}

@@ -3,7 +3,6 @@ package lease
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 )
 
@@ -67,6 +66,7 @@ func (m *Manager) callAcquire(ctx context.Context, c *credEntry, req Request) (G
 	if err == nil && g.Value == "" && len(g.Data) == 0 {
 		err = errEmptyGrant
 	}
+	err = m.scrubSourceErr(err, Grant{})
 	m.obs.SourceOp(c.SourceName, "acquire", m.clock.Now().Sub(start), err)
 	m.obs.LeaseOp(c.Name, "acquire", result(err))
 	return g, err
@@ -75,6 +75,7 @@ func (m *Manager) callAcquire(ctx context.Context, c *credEntry, req Request) (G
 func (m *Manager) callRenew(ctx context.Context, c *credEntry, g Grant) (Grant, error) {
 	start := m.clock.Now()
 	ng, err := c.Source.Renew(ctx, g, c.asked)
+	err = m.scrubSourceErr(err, g)
 	m.obs.SourceOp(c.SourceName, "renew", m.clock.Now().Sub(start), err)
 	m.obs.LeaseOp(c.Name, "renew", result(err))
 	return ng, err
@@ -82,7 +83,7 @@ func (m *Manager) callRenew(ctx context.Context, c *credEntry, g Grant) (Grant, 
 
 func (m *Manager) callRevoke(ctx context.Context, c *credEntry, g Grant) error {
 	start := m.clock.Now()
-	err := c.Source.Revoke(ctx, g)
+	err := m.scrubSourceErr(c.Source.Revoke(ctx, g), g)
 	m.obs.SourceOp(c.SourceName, "revoke", m.clock.Now().Sub(start), err)
 	m.obs.LeaseOp(c.Name, "revoke", result(err))
 	return err
@@ -107,7 +108,7 @@ func (m *Manager) installLocked(l, old *lease) (bool, error) {
 	switch {
 	case m.closed:
 		m.retireLocked(l, reasonShutdown)
-		return false, fmt.Errorf("credential %q: %w", l.cred.Name, ErrClosed)
+		return false, credErr(l.cred, ErrClosed)
 	case s.cur == nil || s.cur == old:
 		s.cur = l
 		m.poke()
