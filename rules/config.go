@@ -21,15 +21,19 @@ const (
 type Config struct {
 	Path string // the file it was loaded from, for messages
 
-	Listen        string // proxy listener, default 127.0.0.1:3128
-	Admin         string // admin listener (/metrics, /healthz, /leases), default 127.0.0.1:9464
-	Identity      string // fixed sidecar identity, default the hostname
-	CertCacheSize int    // leaf certificates kept, default 1024
-	Unmatched     Unmatched
-	CA            CA
-	Upstream      Upstream
-	Leases        Policy // the `leases:` block after defaults
-	Audit         Audit
+	Listen string // proxy listener, default 127.0.0.1:3128
+	Admin  string // admin listener (/metrics, /healthz, /leases), default 127.0.0.1:9464
+	// AdminTokenFile holds the admin API's bearer token (`admin: {tokenFile:}`),
+	// absolute; "" when none is set. Read it with AdminToken.
+	AdminTokenFile string
+	Identity       string // fixed sidecar identity, default the hostname
+	CertCacheSize  int    // leaf certificates kept, default 1024
+	Unmatched      Unmatched
+	CA             CA
+	Upstream       Upstream
+	Limits         Limits // the `limits:` block after defaults
+	Leases         Policy // the `leases:` block after defaults
+	Audit          Audit
 
 	Sources     map[string]*Source     // `sources:` by name
 	Credentials map[string]*Credential // `credentials:` by name
@@ -55,6 +59,10 @@ type Upstream struct {
 	// true). HTTP/1.1 costs credproxy less CPU per request on a busy host;
 	// HTTP/2 needs fewer connections. docs/benchmarks.md has the numbers.
 	HTTP2 bool
+
+	DialTimeout           time.Duration // to connect to an upstream (TCP and TLS), default 10s
+	ResponseHeaderTimeout time.Duration // from request sent to response headers, default 5m
+	StreamWindow          int           // bytes buffered per upstream HTTP/2 stream, default 256 KiB
 }
 
 // Audit says where lease events go.
@@ -121,7 +129,11 @@ type Rule struct {
 	Purpose    string   // free text for the audit trail
 	Inject     Inject
 	Remove     []string // canonical header names deleted before injecting
-	Line       int
+	// AllowPlaintext lets the credential go out over plain HTTP. Only a rule
+	// whose hosts are all loopback may set it: anywhere else it is readable
+	// on the network.
+	AllowPlaintext bool
+	Line           int
 
 	index    int // position in Config.Rules
 	hosts    []hostPattern

@@ -215,3 +215,16 @@ func (p hostPattern) matches(d Dest) bool {
 	n := len(d.Host) - len(p.host)
 	return n > 1 && d.Host[n-1] == '.' && d.Host[n:] == p.host
 }
+
+// loopback reports whether the pattern names only this machine: localhost,
+// 127.0.0.0/8 or ::1. A wildcard never does (*.localhost is up to resolvers).
+func (p hostPattern) loopback() bool {
+	if p.wildcard {
+		return false
+	}
+	if p.host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(p.host)
+	return err == nil && a.Unmap().IsLoopback()
+}

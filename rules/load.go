@@ -77,11 +77,10 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		doc = nil // an empty file: every default, no rules
 	}
 	f := l.fields(doc, "", "listen", "admin", "identity", "certCacheSize", "ca", "upstream",
-		"unmatched", "audit", "leases", "sources", "credentials", "rules")
+		"limits", "unmatched", "audit", "leases", "sources", "credentials", "rules")
 	c := &Config{
 		Path:          l.file,
 		Listen:        l.str(f["listen"], "listen", DefaultListen),
-		Admin:         l.str(f["admin"], "admin", DefaultAdmin),
 		Identity:      l.str(f["identity"], "identity", ""),
 		CertCacheSize: l.integer(f["certCacheSize"], "certCacheSize", DefaultCertCacheSize),
 		Unmatched:     Unmatched(l.str(f["unmatched"], "unmatched", string(UnmatchedTunnel))),
@@ -89,17 +88,11 @@ func (l *loader) decode(root *yaml.Node) *Config {
 	if c.Identity == "" {
 		c.Identity = hostname()
 	}
+	l.admin(f["admin"], c)
 	ca := l.fields(f["ca"], "ca", "cert", "key")
 	c.CA = CA{Cert: l.filePath(ca["cert"], "ca.cert", DefaultCACert), Key: l.filePath(ca["key"], "ca.key", DefaultCAKey)}
-	up := l.fields(f["upstream"], "upstream", "caFiles", "http2")
-	c.Upstream.HTTP2 = l.boolean(up["http2"], "upstream.http2", true)
-	for i, p := range l.strs(up["caFiles"], "upstream.caFiles") {
-		if p == "" {
-			l.errf(index("upstream.caFiles", i), "empty path")
-			continue
-		}
-		c.Upstream.CAFiles = append(c.Upstream.CAFiles, l.abs(p))
-	}
+	c.Upstream = l.upstream(f["upstream"])
+	c.Limits = l.limits(f["limits"])
 	audit := l.fields(f["audit"], "audit", "file")
 	c.Audit.File = l.filePath(audit["file"], "audit.file", "")
 
@@ -199,7 +192,7 @@ func (l *loader) rules(n *yaml.Node) []*Rule {
 	for i, item := range l.items(n, "rules") {
 		field := index("rules", i)
 		f := l.fields(item, field, "name", "hosts", "paths", "methods", "identities",
-			"credential", "purpose", "inject", "remove")
+			"credential", "purpose", "inject", "remove", "allowPlaintext")
 		inj := l.fields(f["inject"], join(field, "inject"), "header", "query", "value")
 		out = append(out, &Rule{
 			Name:       l.str(f["name"], join(field, "name"), ""),
@@ -215,7 +208,8 @@ func (l *loader) rules(n *yaml.Node) []*Rule {
 				Query:  l.str(inj["query"], join(field, "inject.query"), ""),
 				Value:  l.str(inj["value"], join(field, "inject.value"), ""),
 			},
-			Line: item.Line,
+			AllowPlaintext: l.boolean(f["allowPlaintext"], join(field, "allowPlaintext"), false),
+			Line:           item.Line,
 		})
 	}
 	return out

@@ -31,7 +31,7 @@ func mustLoad(t *testing.T, path string) *Config {
 }
 
 func TestLoadFull(t *testing.T) {
-	t.Setenv("CREDPROXY_TEST_OPENAI", "sk-test")
+	t.Setenv("CREDPROXY_TEST_OPENAI", "sk-test-openai")
 	dir := absTestdata(t)
 	c := mustLoad(t, "testdata/full.yaml")
 
@@ -49,18 +49,22 @@ func TestLoadFull(t *testing.T) {
 		{"CertCacheSize", c.CertCacheSize, 64},
 		{"Unmatched", c.Unmatched, UnmatchedDeny},
 		{"CA", c.CA, CA{Cert: filepath.Join(dir, "ca/cert.pem"), Key: "/etc/credproxy/key.pem"}},
-		{"Upstream", c.Upstream.CAFiles, []string{filepath.Join(dir, "extra-root.pem")}},
+		{"AdminTokenFile", c.AdminTokenFile, filepath.Join(dir, "admin-token")},
+		{"Upstream", c.Upstream, Upstream{CAFiles: []string{filepath.Join(dir, "extra-root.pem")}, HTTP2: false,
+			DialTimeout: 3 * time.Second, ResponseHeaderTimeout: 2 * time.Minute, StreamWindow: 131072}},
+		{"Limits", c.Limits, Limits{MaxHeaderBytes: 8192, HeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			MaxConnections: 100, MaxInflight: 50, MaxPurposeBytes: 64}},
 		{"Audit", c.Audit.File, filepath.Join(dir, "audit.log")},
 		{"Leases", c.Leases, Policy{20 * time.Minute, 3 * time.Hour, false, 4 * time.Minute, 11 * time.Minute}},
 		{"sources.vault", *c.Sources["vault"], Source{Name: "vault", Type: "vault", Address: "http://127.0.0.1:8200",
-			Namespace: "team-a", CAFile: filepath.Join(dir, "vault-ca.pem"), Line: 12,
+			Namespace: "team-a", CAFile: filepath.Join(dir, "vault-ca.pem"), Line: 13,
 			Auth: SourceAuth{Method: "token", TokenFile: filepath.Join(dir, "vault-token"), Mount: "token"}}},
 		{"sources.k8s.auth", c.Sources["k8s"].Auth, SourceAuth{Method: "kubernetes", Role: "credproxy",
 			JWTFile: DefaultJWTFile, Mount: "kubernetes"}},
 		{"sources.ar.auth", c.Sources["ar"].Auth, SourceAuth{Method: "approle", RoleID: "role-1",
 			SecretIDFile: filepath.Join(dir, "secret-id"), Mount: "my-approle"}},
 		{"credentials.openai", *c.Credentials["openai"], Credential{Name: "openai", Source: "env",
-			Env: "CREDPROXY_TEST_OPENAI", Scope: ScopeShared, Line: 27,
+			Env: "CREDPROXY_TEST_OPENAI", Scope: ScopeShared, Line: 28,
 			// renewBeforeExpiry 4m is inherited and fits the 5m ttl: kept.
 			Policy: Policy{5 * time.Minute, 3 * time.Hour, false, 4 * time.Minute, 11 * time.Minute}}},
 		{"credentials.gh.File", c.Credentials["gh"].File, filepath.Join(dir, "gh-token")},
@@ -76,7 +80,7 @@ func TestLoadFull(t *testing.T) {
 	}
 
 	r := c.Rules[0]
-	want := Rule{Name: "openai", Line: 32, Credential: "openai", Purpose: "chat completions",
+	want := Rule{Name: "openai", Line: 33, Credential: "openai", Purpose: "chat completions",
 		Hosts:   []string{"api.openai.com", "*.openai.azure.com", "127.0.0.1:8443", "[::1]:9000"},
 		Paths:   []string{"/v1/", "/repos/*/issues"},
 		Methods: []string{"GET", "POST"}, Identities: []string{"agent-a"}, Remove: []string{"X-Api-Key"},
@@ -92,7 +96,7 @@ func TestLoadFull(t *testing.T) {
 }
 
 func TestLoadDefaults(t *testing.T) {
-	t.Setenv("CREDPROXY_TEST_OPENAI", "sk-test")
+	t.Setenv("CREDPROXY_TEST_OPENAI", "sk-test-openai")
 	t.Setenv("VAULT_ADDR", "https://vault.example:8200")
 	dir := absTestdata(t)
 	c := mustLoad(t, "testdata/minimal.yaml")
@@ -107,7 +111,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"CertCacheSize", c.CertCacheSize, 1024},
 		{"Unmatched", c.Unmatched, UnmatchedTunnel},
 		{"CA", c.CA, CA{Cert: filepath.Join(dir, "credproxy-ca.pem"), Key: filepath.Join(dir, "credproxy-ca-key.pem")}},
-		{"Upstream", len(c.Upstream.CAFiles), 0},
+		{"AdminTokenFile", c.AdminTokenFile, ""},
+		{"Upstream", c.Upstream, Upstream{HTTP2: true, DialTimeout: DefaultDialTimeout,
+			ResponseHeaderTimeout: DefaultResponseHeaderTimeout, StreamWindow: DefaultStreamWindow}},
+		{"Limits", c.Limits, DefaultLimits},
 		{"Audit", c.Audit.File, ""},
 		{"Leases", c.Leases, DefaultPolicy},
 		{"credential policy", c.Credentials["openai"].Policy, DefaultPolicy},
@@ -122,7 +129,7 @@ func TestLoadDefaults(t *testing.T) {
 
 func TestParseDefaultsInYAML(t *testing.T) {
 	t.Setenv("VAULT_ADDR", "https://vault.example:8200")
-	t.Setenv("CREDPROXY_TEST_X", "x")
+	t.Setenv("CREDPROXY_TEST_X", "x-test-value")
 	const src = `
 sources:
   v: {type: vault, auth: {method: approle, roleID: r, secretIDFile: /s}}

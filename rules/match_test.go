@@ -9,7 +9,7 @@ import (
 const ambiguousPath = "<ambiguous>"
 
 func TestMatch(t *testing.T) {
-	t.Setenv("CREDPROXY_TEST_MATCH", "x")
+	t.Setenv("CREDPROXY_TEST_MATCH", "match-test-value")
 	c := mustLoad(t, "testdata/match.yaml")
 	tests := []struct {
 		name     string
@@ -96,7 +96,7 @@ func TestMatch(t *testing.T) {
 }
 
 func TestIntercepts(t *testing.T) {
-	t.Setenv("CREDPROXY_TEST_MATCH", "x")
+	t.Setenv("CREDPROXY_TEST_MATCH", "match-test-value")
 	c := mustLoad(t, "testdata/match.yaml")
 	tests := []struct {
 		dest string

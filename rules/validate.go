@@ -1,7 +1,7 @@
 package rules
 
 import (
-	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,7 +15,7 @@ import (
 // recorded, so one run of `credproxy check` shows them all.
 func (l *loader) validate(c *Config) {
 	l.checkListen(c.Listen, "listen")
-	l.checkListen(c.Admin, "admin")
+	l.checkAdmin(c)
 	if c.CertCacheSize <= 0 {
 		l.errf("certCacheSize", "must be greater than 0, not %d", c.CertCacheSize)
 	}
@@ -27,6 +27,7 @@ func (l *loader) validate(c *Config) {
 			l.errf(index("upstream.caFiles", i), "%v", err)
 		}
 	}
+	l.checkLimits(c)
 	l.checkPolicy(c.Leases, "leases", "defaultTTL")
 	for _, name := range inFileOrder(c.Sources, func(s *Source) int { return s.Line }) {
 		l.checkSource(c.Sources[name])
@@ -183,37 +184,43 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 	l.checkPolicy(cr.Policy, field, "ttl")
 }
 
-// checkEnv and checkFile only warn when the secret is missing: it may appear
-// before the first request, and the rule answers 502 until it does.
+// checkEnv and checkFile only warn when the secret is missing or empty: it
+// may appear before the first request, and the rule answers 502 until it
+// does. A value that is there but short is an error: the proxy masks echoes
+// of the value in responses, and masking a few bytes mangles bodies.
 func (l *loader) checkEnv(cr *Credential, field string) {
 	if cr.Env == "" {
 		l.errf(join(field, "env"), "required for source env")
 		return
 	}
-	if _, ok := os.LookupEnv(cr.Env); !ok {
+	switch v, ok := os.LookupEnv(cr.Env); {
+	case !ok:
 		l.warnf(join(field, "env"), "credential %q: environment variable %s is not set", cr.Name, cr.Env)
+	case v == "":
+		l.warnf(join(field, "env"), "credential %q: environment variable %s is empty", cr.Name, cr.Env)
+	case len(v) < MinSecretBytes:
+		l.errf(join(field, "env"), "credential %q: the value of %s is %d bytes, %s", cr.Name, cr.Env, len(v), tooShort)
 	}
 }
+
+// MinSecretBytes is the shortest env or file credential accepted.
+const MinSecretBytes = 8
+
+var tooShort = fmt.Sprintf("too short to mask safely in responses (want at least %d)", MinSecretBytes)
 
 func (l *loader) checkFile(cr *Credential, field string) {
 	if cr.File == "" {
 		l.errf(join(field, "file"), "required for source file")
 		return
 	}
-	f, err := os.Open(cr.File)
-	if err == nil {
-		var fi os.FileInfo
-		if fi, err = f.Stat(); err == nil && fi.IsDir() {
-			err = errors.New("is a directory")
-		}
-		f.Close()
-	}
+	b, err := readSmallFile(cr.File, 1<<20)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
 		l.warnf(join(field, "file"), "credential %q: cannot read file %s: %v", cr.Name, cr.File, err)
+		return
+	}
+	// As lease/static reads it: the value is the file without its line end.
+	if v := strings.TrimRight(string(b), "\r\n"); v != "" && len(v) < MinSecretBytes {
+		l.errf(join(field, "file"), "credential %q: the value in %s is %d bytes, %s", cr.Name, cr.File, len(v), tooShort)
 	}
 }
 
@@ -250,6 +257,9 @@ func (l *loader) compileRule(r *Rule, field string) {
 			l.errf(index(join(field, "hosts"), j), "bad host pattern %q: %v", h, err)
 		}
 		r.hosts = append(r.hosts, p)
+		if r.AllowPlaintext && err == nil && !p.loopback() {
+			l.errf(join(field, "allowPlaintext"), "only for loopback hosts (localhost, 127.0.0.0/8, ::1): hosts[%d] %q is not one", j, h)
+		}
 	}
 	for j, s := range r.Paths {
 		p, err := parsePathPattern(s)
