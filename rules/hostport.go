@@ -157,6 +157,9 @@ func normaliseHost(s string) (string, error) {
 			return "", errors.New("host label longer than 63 characters")
 		}
 	}
+	if label == 0 { // "a.." keeps a dot after the one trimmed
+		return "", fmt.Errorf("empty label in host %q", s)
+	}
 	return s, nil
 }
 

@@ -37,6 +37,8 @@ func TestParseDest(t *testing.T) {
 		{"example.com/path", 443, Dest{}, "unexpected '/'"},
 		{"example.com?x", 443, Dest{}, "unexpected '?'"},
 		{"a..example.com", 443, Dest{}, "empty label"},
+		{"A..", 443, Dest{}, "empty label"}, // found by FuzzParseDest: was "a."
+		{"a..:443", 443, Dest{}, "empty label"},
 		{"exa mple.com", 443, Dest{}, "bad character"},
 		{"bücher.example", 443, Dest{}, "punycode"},
 		{"::1", 443, Dest{}, "must be in brackets"},

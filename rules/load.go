@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -44,7 +45,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	l := newLoader(path)
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		l.syntaxError(err)
+		l.syntaxError(err, data)
 		return nil, l.errs
 	}
 	c := l.decode(&root)
@@ -59,14 +60,34 @@ func Parse(path string, data []byte) (*Config, error) {
 }
 
 // syntaxError turns "yaml: line 3: did not find expected key" into a
-// ConfigError at line 3.
-func (l *loader) syntaxError(err error) {
+// ConfigError at line 3. yaml.v3 names no line for a bad byte or an early
+// end of the file: those are placed at the first bad byte, or the last line.
+func (l *loader) syntaxError(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	var line int
 	if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
 		_, msg, _ = strings.Cut(msg, ": ")
+	} else {
+		line = badByteLine(data)
 	}
-	l.errs = append(l.errs, &ConfigError{File: l.file, Line: line, Msg: "bad YAML: " + msg})
+	l.errs = append(l.errs, &ConfigError{File: l.file, Line: max(line, 1), Msg: "bad YAML: " + msg})
+}
+
+// badByteLine is the line of data's first byte that YAML refuses (invalid
+// UTF-8 or a control character), else its last line.
+func badByteLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 || r < ' ' && r != '\n' && r != '\r' && r != '\t' || r == 0x7f {
+			return line
+		}
+		if r == '\n' && i+1 < len(data) {
+			line++
+		}
+		i += size
+	}
+	return line
 }
 
 func (l *loader) decode(root *yaml.Node) *Config {

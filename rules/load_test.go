@@ -295,6 +295,11 @@ func TestParseErrorsInline(t *testing.T) {
 		{"hosts not a list", "rules:\n  - name: r\n    hosts: a.example.com\n", "3: rules[0].hosts: expected a list"},
 		{"unquoted template", "rules:\n  - name: r\n    inject: {value: {{ .Value }}}\n", "3: rules[0].inject.value: expected a single value"},
 		{"rules not a list", "rules: {}\n", "1: rules: expected a list"},
+		// Found by FuzzParse: these had no line.
+		{"document not a mapping", "\n0\n", "2: expected a mapping"},
+		{"end of stream", "listen: a:1\nadmin: \"", "2: bad YAML: found unexpected end of stream"},
+		{"bad UTF-8", "listen: a:1\nadmin: \xff\n", "2: bad YAML: invalid"},
+		{"control byte", "listen: a:1\n\nadmin: \x01\n", "3: bad YAML: control characters"},
 		{"no inject", "credentials:\n  c: {source: env, env: X}\nrules:\n  - name: r\n    hosts: [a]\n    credential: c\n",
 			"4: rules[0].inject: needs one of header or query"},
 		{"no value", "rules:\n  - inject:\n      query: key\n", "2: rules[0].inject.value: required"},

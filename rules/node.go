@@ -30,7 +30,7 @@ func newLoader(file string) *loader {
 // line is the line of field, or of its nearest parent that was in the file
 // (a missing rules[2].name is reported at rules[2]).
 func (l *loader) line(field string) int {
-	for field != "" {
+	for {
 		if n, ok := l.lines[field]; ok {
 			return n
 		}
@@ -95,6 +95,9 @@ func (l *loader) entries(n *yaml.Node, field string) []entry {
 		return nil
 	}
 	if n.Kind != yaml.MappingNode {
+		if l.line(field) == 0 { // the whole document, which has no key
+			l.lines[field] = n.Line
+		}
 		l.errf(field, "expected a mapping")
 		return nil
 	}
