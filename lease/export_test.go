@@ -33,3 +33,10 @@ func (t *tracker) started() int {
 	defer t.mu.Unlock()
 	return t.total
 }
+
+// Closed reports whether Shutdown has begun.
+func Closed(m *Manager) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}

@@ -277,6 +277,10 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 
 	ctx, cancel := context.WithTimeout(m.ctx, m.timeout)
 	defer cancel()
+	// The store's TTL runs from before its answer reached us: count the term
+	// from the request, so that a slow call never makes our expiry later
+	// than the store's (and a dead credential is never handed out).
+	start := m.clock.Now()
 	g, err := m.callAcquire(ctx, c, Request{Credential: c.Name, Identity: key.identity, TTL: c.asked})
 	now = m.clock.Now()
 	m.mu.Lock()
@@ -287,7 +291,7 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 	}
 	m.scopeLocked(key).failures = 0
 	m.scopeLocked(key).retryAt = time.Time{}
-	l := newLease(c, key, g, now, identity, u)
+	l := newLease(c, key, g, start, identity, u)
 	if _, err := m.installLocked(l, nil); err != nil {
 		return nil, err
 	}

@@ -188,3 +188,26 @@ func TestTicketPrintsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// The store's TTL runs from before its answer arrived: a slow acquisition
+// must not push the lease's expiry past the store's.
+func TestTermCountsFromTheRequest(t *testing.T) {
+	h := newHarness(t, policy)
+	release := h.src.HoldAcquire()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.m.Get(context.Background(), "openai", "agent-a", use)
+		done <- err
+	}()
+	for h.src.Acquires() == 0 {
+		time.Sleep(time.Millisecond) // until the source call has begun
+	}
+	h.clock.Advance(time.Minute) // the store takes a minute to answer
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.m.List()[0].Expires, t0.Add(policy.TTL); !got.Equal(want) {
+		t.Fatalf("lease expires %v, want %v: the term counts from the request, not the answer", got, want)
+	}
+}

@@ -114,8 +114,9 @@ func (m *Manager) startRenewLocked(l *lease) {
 	l.busy, l.state = true, stateRenewing
 	g := l.grant()
 	m.goOp(func(ctx context.Context) {
+		start := m.clock.Now() // the renewed term runs from the request (see acquire)
 		ng, err := m.callRenew(ctx, l.cred, g)
-		m.finishRenew(l, ng, err)
+		m.finishRenew(l, ng, err, start)
 	})
 }
 
@@ -124,7 +125,7 @@ func (m *Manager) startRenewLocked(l *lease) {
 // permanent failure revokes the lease (lease.revoked, reason renew_failed) so
 // that the next use acquires a fresh one; other failures retry with backoff
 // until the lease expires.
-func (m *Manager) finishRenew(l *lease, g Grant, err error) {
+func (m *Manager) finishRenew(l *lease, g Grant, err error, start time.Time) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -142,7 +143,7 @@ func (m *Manager) finishRenew(l *lease, g Grant, err error) {
 		m.retryLocked(l, now)
 		return
 	}
-	l.setGrant(g, now)
+	l.setGrant(g, start)
 	l.renewals++
 	l.failures, l.retryAt, l.state = 0, time.Time{}, stateActive
 	m.emit(m.leaseEvent(eventRenewed, l, "", nil))
@@ -162,15 +163,16 @@ func (m *Manager) startRotateLocked(l *lease) {
 	l.busy, l.state = true, stateRotating
 	req := Request{Credential: l.cred.Name, Identity: l.key.identity, TTL: l.cred.asked}
 	m.goOp(func(ctx context.Context) {
+		start := m.clock.Now() // the new term runs from the request (see acquire)
 		g, err := m.callAcquire(ctx, l.cred, req)
-		m.finishRotate(l, g, err)
+		m.finishRotate(l, g, err, start)
 	})
 }
 
 // finishRotate switches the scope to the replacement first, then revokes old
 // (reason rotated). The replacement inherits old's last use, so an unused
 // credential still idles out on time.
-func (m *Manager) finishRotate(old *lease, g Grant, err error) {
+func (m *Manager) finishRotate(old *lease, g Grant, err error, start time.Time) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -183,7 +185,7 @@ func (m *Manager) finishRotate(old *lease, g Grant, err error) {
 		}
 		return
 	}
-	l := newLease(old.cred, old.key, g, now, old.lastIdentity, old.lastUse)
+	l := newLease(old.cred, old.key, g, start, old.lastIdentity, old.lastUse)
 	l.lastUsed = old.lastUsed
 	installed, _ := m.installLocked(l, old)
 	if installed && !old.dropped {

@@ -66,7 +66,9 @@ func TestShutdownRevokesAcquisitionInFlight(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.m.Shutdown(context.Background()) }()
-	time.Sleep(2 * time.Millisecond) // let Shutdown start waiting on the acquisition
+	for !lease.Closed(h.m) { // Shutdown must have begun before the acquisition returns
+		time.Sleep(time.Millisecond)
+	}
 	release()
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
