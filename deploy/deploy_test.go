@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,18 +24,50 @@ import (
 )
 
 func TestComposeSidecar(t *testing.T) {
-	cfg, err := rules.Load("compose/rules.yaml")
+	data, err := os.ReadFile("compose/rules.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg, tokenFile := parseWithAdminToken(t, "compose/rules.yaml", data)
 	var compose struct {
 		Services map[string]struct {
 			Environment map[string]string `yaml:"environment"`
 			Volumes     []string          `yaml:"volumes"`
+			Ports       []string          `yaml:"ports"`
+			Secrets     []string          `yaml:"secrets"`
+			NetworkMode string            `yaml:"network_mode"`
 		} `yaml:"services"`
+		Secrets map[string]struct {
+			File string `yaml:"file"`
+		} `yaml:"secrets"`
 	}
 	mustDecode(t, "compose/docker-compose.yaml", &compose)
 	proxy, agent := compose.Services["credproxy"], compose.Services["agent"]
+	// The admin API must be out of the agent's reach: bound to the proxy
+	// container's loopback, not published, and no service shares that loopback.
+	adminHost, adminPort, _ := net.SplitHostPort(cfg.Admin)
+	if ip := net.ParseIP(adminHost); ip == nil || !ip.IsLoopback() {
+		t.Errorf("admin listens on %s; want the credproxy container's loopback, which the agent's network cannot reach", cfg.Admin)
+	}
+	for _, p := range proxy.Ports {
+		if strings.HasSuffix(p, ":"+adminPort) || p == adminPort {
+			t.Errorf("credproxy publishes the admin port: ports %q", p)
+		}
+	}
+	for name, svc := range compose.Services {
+		if name != "credproxy" && strings.Contains(svc.NetworkMode, "credproxy") {
+			t.Errorf("service %s shares credproxy's network namespace (network_mode %q), and with it the admin port", name, svc.NetworkMode)
+		}
+	}
+	// The admin token comes from a compose secret that only credproxy mounts.
+	secretName := strings.TrimPrefix(tokenFile, "/run/secrets/")
+	if tokenFile == "" || secretName == tokenFile || !slices.Contains(proxy.Secrets, secretName) || compose.Secrets[secretName].File == "" {
+		t.Errorf("admin.tokenFile %q should be /run/secrets/<name> of a compose secret (with a file) that credproxy mounts; credproxy secrets %q",
+			tokenFile, proxy.Secrets)
+	}
+	if slices.Contains(agent.Secrets, secretName) {
+		t.Errorf("the agent mounts the admin token secret %q", secretName)
+	}
 	_, port, _ := net.SplitHostPort(cfg.Listen)
 	if want := "http://credproxy:" + port; agent.Environment["HTTPS_PROXY"] != want {
 		t.Errorf("agent HTTPS_PROXY = %q, want %q (config listens on %s)", agent.Environment["HTTPS_PROXY"], want, cfg.Listen)
@@ -109,6 +143,12 @@ func TestKubernetesSidecar(t *testing.T) {
 		Spec struct {
 			InitContainers []container `yaml:"initContainers"`
 			Containers     []container `yaml:"containers"`
+			Volumes        []struct {
+				Name   string `yaml:"name"`
+				Secret *struct {
+					SecretName string `yaml:"secretName"`
+				} `yaml:"secret"`
+			} `yaml:"volumes"`
 		} `yaml:"spec"`
 	}
 	docs := decodeAll(t, "kubernetes/credproxy-sidecar.yaml")
@@ -120,14 +160,17 @@ func TestKubernetesSidecar(t *testing.T) {
 			d.node.Decode(&pod)
 		}
 	}
-	cfg, err := rules.Parse("kubernetes/credproxy-sidecar.yaml#rules.yaml", []byte(configMap.Data["rules.yaml"]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, tokenFile := parseWithAdminToken(t, "kubernetes/credproxy-sidecar.yaml#rules.yaml", []byte(configMap.Data["rules.yaml"]))
 	if len(pod.Spec.InitContainers) != 1 || len(pod.Spec.Containers) != 1 {
 		t.Fatalf("want one sidecar and one agent, got %d and %d", len(pod.Spec.InitContainers), len(pod.Spec.Containers))
 	}
 	side, agent := pod.Spec.InitContainers[0], pod.Spec.Containers[0]
+	secretVolumes := map[string]string{} // volume name -> Secret name
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil {
+			secretVolumes[v.Name] = v.Secret.SecretName
+		}
+	}
 	if want := "http://" + cfg.Listen; agent.env("HTTPS_PROXY") != want {
 		t.Errorf("agent HTTPS_PROXY = %q, want %q", agent.env("HTTPS_PROXY"), want)
 	}
@@ -155,6 +198,49 @@ func TestKubernetesSidecar(t *testing.T) {
 			t.Errorf("the agent mounts %q, the volume holding the CA key", name)
 		}
 	}
+	// The agent shares the pod's loopback, so it can reach the admin port:
+	// the token must come from a Secret volume only the sidecar mounts.
+	tokenVol := ""
+	for name, dir := range sm {
+		if tokenFile != "" && path.Dir(tokenFile) == dir {
+			tokenVol = name
+		}
+	}
+	if tokenVol == "" || secretVolumes[tokenVol] == "" {
+		t.Errorf("admin.tokenFile %q should live in a Secret volume the sidecar mounts (sidecar mounts %v)", tokenFile, sm)
+	}
+	if _, ok := am[tokenVol]; ok && tokenVol != "" {
+		t.Errorf("the agent mounts %q, the volume holding the admin token", tokenVol)
+	}
+}
+
+// parseWithAdminToken parses a config whose admin.tokenFile names a file
+// that exists only in the container: the loader reads it, so the test points
+// it at a temporary token first. It returns the config and the tokenFile
+// the example names.
+func parseWithAdminToken(t *testing.T, name string, data []byte) (*rules.Config, string) {
+	t.Helper()
+	var raw struct {
+		Admin yaml.Node `yaml:"admin"`
+	}
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	var admin struct {
+		TokenFile string `yaml:"tokenFile"`
+	}
+	if raw.Admin.Kind != yaml.MappingNode || raw.Admin.Decode(&admin) != nil || admin.TokenFile == "" {
+		t.Fatalf("%s: admin has no tokenFile; want admin: {listen: …, tokenFile: …}", name)
+	}
+	tmp := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tmp, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := rules.Parse(name, bytes.ReplaceAll(data, []byte(admin.TokenFile), []byte(tmp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, admin.TokenFile
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
