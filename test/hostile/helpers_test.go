@@ -297,43 +297,6 @@ func (p *proc) admin(method, path string, token bool) (int, []byte, error) {
 	return resp.StatusCode, body, err
 }
 
-// rss is the process's resident set in bytes.
-func (p *proc) rss() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
-		}
-	}
-	return -1
-}
-
-func (p *proc) fds() int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid()))
-	if err != nil {
-		return -1
-	}
-	return len(ents)
-}
-
-// goroutines reads the total from /debug/pprof/goroutine (needs --pprof).
-func (p *proc) goroutines() int {
-	status, body, err := p.admin("GET", "/debug/pprof/goroutine?debug=1", true)
-	if err != nil || status != 200 {
-		return -1
-	}
-	line, _, _ := strings.Cut(string(body), "\n")
-	n, err := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
 type syncBuf struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
