@@ -28,8 +28,8 @@ type matcher struct {
 	minLen int
 	maxLen int
 	step   int
-	span   int  // how many bytes from a probe's window start the filter covers
-	twice  bool // probe j and j+4
+	span   int      // how many bytes from a probe's window start the filter covers
+	twice  bool     // probe j and j+4
 	grams  []uint64 // bitset of hashed 4-grams from the first span bytes of each pattern
 	gshift uint
 	bstart []int32 // the patterns whose head hashes to h are bids[bstart[h]:bstart[h+1]]
