@@ -3,30 +3,29 @@ package lease
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
+
+	sec "github.com/credproxy/credproxy/internal/secret"
 )
 
-const redacted = "[redacted]"
+// secret is a credential value the manager holds: a secret.Value, bytes the
+// manager zeroes when the lease ends, printing as [redacted]. It is its own
+// type so lease.go can convert a string with secret(s); each method is the
+// Value's, so redaction lives in one place.
+type secret sec.Value
 
-// secret is a credential value the manager holds. It is bytes, not a string,
-// so that the manager can zero its copy when the lease ends; it prints as
-// [redacted] through fmt, slog and encoding/json so that it cannot leak into a
-// log line or an error by accident.
-type secret []byte
-
-func (s secret) String() string               { return redacted }
-func (s secret) Format(f fmt.State, _ rune)   { _, _ = io.WriteString(f, redacted) }
-func (s secret) LogValue() slog.Value         { return slog.StringValue(redacted) }
-func (s secret) MarshalJSON() ([]byte, error) { return json.Marshal(redacted) }
-func (s secret) GoString() string             { return redacted }
-func (s secret) wipe()                        { clear(s) }
+func (s secret) String() string               { return sec.Value(s).String() }
+func (s secret) GoString() string             { return sec.Value(s).GoString() }
+func (s secret) Format(f fmt.State, c rune)   { sec.Value(s).Format(f, c) }
+func (s secret) LogValue() slog.Value         { return sec.Value(s).LogValue() }
+func (s secret) MarshalJSON() ([]byte, error) { return sec.Value(s).MarshalJSON() }
+func (s secret) wipe()                        { sec.Value(s).Wipe() }
 
 // Format prints a Ticket with its value and data redacted, for every verb:
 // a ticket logged with %v or %+v must not spill the credential.
 func (t Ticket) Format(f fmt.State, _ rune) {
 	_, _ = fmt.Fprintf(f, "{LeaseID:%s Credential:%s Identity:%s Value:%s}",
-		t.LeaseID, t.Credential, t.Identity, redacted)
+		t.LeaseID, t.Credential, t.Identity, sec.Redacted)
 }
 
 // LogValue keeps the value out of slog output.
@@ -35,7 +34,7 @@ func (t Ticket) LogValue() slog.Value {
 		slog.String("lease_id", t.LeaseID),
 		slog.String("credential", t.Credential),
 		slog.String("identity", t.Identity),
-		slog.String("value", redacted),
+		slog.String("value", sec.Redacted),
 	)
 }
 
@@ -43,6 +42,6 @@ func (t Ticket) LogValue() slog.Value {
 func (t Ticket) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]string{
 		"lease_id": t.LeaseID, "credential": t.Credential,
-		"identity": t.Identity, "value": redacted,
+		"identity": t.Identity, "value": sec.Redacted,
 	})
 }

@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sort"
-	"strconv"
 	"strings"
 	"text/template"
 	"text/template/parse"
+
+	"github.com/credproxy/credproxy/internal/secret"
 )
 
 // Values is the secret a template renders: .Value is the primary value and
@@ -22,12 +22,11 @@ type Values struct {
 	Data  map[string]string
 }
 
-const redacted = "[redacted]"
-
-func (Values) String() string               { return redacted }
-func (Values) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(redacted)) }
-func (Values) LogValue() slog.Value         { return slog.StringValue(redacted) }
-func (Values) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Values) String() string               { return secret.Redacted }
+func (Values) GoString() string             { return secret.Redacted }
+func (Values) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(secret.Redacted)) }
+func (Values) LogValue() slog.Value         { return slog.StringValue(secret.Redacted) }
+func (Values) MarshalJSON() ([]byte, error) { return []byte(`"` + secret.Redacted + `"`), nil }
 
 // Apply runs r's injection on req: it deletes the headers in Remove, then
 // sets the rule's header or query parameter to the rendered value, replacing
@@ -288,23 +287,15 @@ func fieldOf(n parse.Node) (fieldRef, bool) {
 	return fieldRef{}, false
 }
 
-// scrub replaces every secret in v found in msg, longest first, so that an
-// error from a template can be shown without showing what it was rendering.
+// scrub masks every secret in v found in msg, raw or encoded (an error may
+// quote it with %q, or as a Basic credential's base64), so that an error from a
+// template can be shown without showing what it was rendering. The rule
+// injects these values itself, so short ones are masked too (MinInjectLen).
 func scrub(msg string, v Values) string {
-	secrets := make([]string, 0, 1+len(v.Data))
-	secrets = append(secrets, v.Value)
+	values := make([]string, 0, 1+len(v.Data))
+	values = append(values, v.Value)
 	for _, s := range v.Data {
-		secrets = append(secrets, s)
+		values = append(values, s)
 	}
-	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		msg = strings.ReplaceAll(msg, s, redacted)
-		if q := strconv.Quote(s); q[1:len(q)-1] != s {
-			msg = strings.ReplaceAll(msg, q[1:len(q)-1], redacted)
-		}
-	}
-	return msg
+	return secret.NewScrubberMin(secret.MinInjectLen, values...).String(msg)
 }
