@@ -169,3 +169,24 @@ func randomTag() string {
 	}
 	return string(b)
 }
+
+// PGRoleValidFor is how long PostgreSQL will still accept role user's
+// password (its VALID UNTIL, which Vault's database engine sets to the
+// lease's expiry on creation and on every renewal).
+func PGRoleValidFor(t testing.TB, user string) time.Duration {
+	t.Helper()
+	if !safePrefix.MatchString(user) {
+		t.Fatalf("vaulttest: PGRoleValidFor: user %q must match %s", user, safePrefix)
+	}
+	conn, pass := adminConn(t)
+	out, err := psql(conn, pass, fmt.Sprintf(
+		"SELECT floor(extract(epoch FROM rolvaliduntil - now())) FROM pg_roles WHERE rolname = '%s'", user))
+	if err != nil {
+		t.Fatalf("vaulttest: role %s: %v", user, err)
+	}
+	secs, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil {
+		t.Fatalf("vaulttest: role %s: VALID UNTIL: psql said %q", user, out)
+	}
+	return time.Duration(secs) * time.Second
+}

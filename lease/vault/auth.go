@@ -144,6 +144,7 @@ func (c *Client) useToken(ctx context.Context) (time.Duration, bool, error) {
 	if tok == "" {
 		return 0, false, errors.New("login: no token (set auth.token, auth.tokenFile or $VAULT_TOKEN)")
 	}
+	c.remember(tok)
 	c.api.SetToken(tok)
 	info, err := c.api.Auth().Token().LookupSelfWithContext(ctx)
 	switch {
@@ -153,11 +154,24 @@ func (c *Client) useToken(ctx context.Context) (time.Duration, bool, error) {
 		c.log.Warn("vault token lookup-self denied; the token will not be renewed")
 		return 0, false, nil
 	case err != nil:
-		return 0, false, wrapErr("login", "auth/token/lookup-self", err)
+		return 0, false, c.wrap("login", "auth/token/lookup-self", err)
 	}
 	ttl, _ := info.TokenTTL()
 	renewable, _ := info.TokenIsRenewable()
 	return ttl, renewable && ttl > 0, nil
+}
+
+// readLoginFile reads a secret ID or a JWT; the file is re-read on every
+// login so that a rotated one is picked up.
+func readLoginFile(path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("login: %s file: %w", what, err)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return "", fmt.Errorf("login: %s file %s is empty", what, path)
+	}
+	return string(b), nil
 }
 
 func (c *Client) readTokenFile() (string, error) {
@@ -179,13 +193,23 @@ func (c *Client) loginMethod(ctx context.Context) (time.Duration, bool, error) {
 		m   api.AuthMethod
 		err error
 	)
+	// Read the secret ID and the JWT here, not in the auth library, so that
+	// they are masked in whatever an error page echoes back.
 	switch c.auth.Method {
 	case MethodAppRole:
-		m, err = approle.NewAppRoleAuth(c.auth.RoleID,
-			&approle.SecretID{FromFile: c.auth.SecretIDFile}, approle.WithMountPath(c.auth.Mount))
+		var id string
+		if id, err = readLoginFile(c.auth.SecretIDFile, "secret ID"); err == nil {
+			c.remember(id)
+			m, err = approle.NewAppRoleAuth(c.auth.RoleID,
+				&approle.SecretID{FromString: strings.TrimSuffix(id, "\n")}, approle.WithMountPath(c.auth.Mount))
+		}
 	case MethodKubernetes:
-		m, err = kubernetes.NewKubernetesAuth(c.auth.Role,
-			kubernetes.WithServiceAccountTokenPath(c.auth.JWTFile), kubernetes.WithMountPath(c.auth.Mount))
+		var jwt string
+		if jwt, err = readLoginFile(c.auth.JWTFile, "service account token"); err == nil {
+			c.remember(jwt)
+			m, err = kubernetes.NewKubernetesAuth(c.auth.Role,
+				kubernetes.WithServiceAccountToken(jwt), kubernetes.WithMountPath(c.auth.Mount))
+		}
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("login (%s): %w", c.auth.Method, err)
@@ -199,8 +223,12 @@ func (c *Client) loginMethod(ctx context.Context) (time.Duration, bool, error) {
 	lc.ClearToken()
 	s, err := lc.Auth().Login(ctx, m)
 	if err != nil {
-		return 0, false, wrapErr("login", "auth/"+c.auth.Mount+"/login", err)
+		return 0, false, c.wrap("login", "auth/"+c.auth.Mount+"/login", err)
 	}
+	if s == nil || s.Auth == nil {
+		return 0, false, fmt.Errorf("login (%s): Vault returned no token", c.auth.Method)
+	}
+	c.remember(s.Auth.ClientToken)
 	c.api.SetToken(s.Auth.ClientToken)
 	return time.Duration(s.Auth.LeaseDuration) * time.Second, s.Auth.Renewable, nil
 }
@@ -280,7 +308,7 @@ func (c *Client) renewOnce() {
 			return
 		}
 		if !isForbidden(err) {
-			c.log.Warn("vault token renewal failed; will retry", "err", err)
+			c.log.Warn("vault token renewal failed; will retry", "err", c.wrap("renew", "auth/token/renew-self", err))
 			return
 		}
 		c.mu.Lock()

@@ -12,12 +12,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credproxy/credproxy/internal/secret"
 	"github.com/credproxy/credproxy/lease"
 )
 
@@ -84,6 +87,13 @@ type Client struct {
 	logins   int   // successful logins, for tests
 	renewals int   // successful renew-self calls, for tests
 	loginErr error // the last first-login attempt's error
+
+	// secrets are the login secrets this client has sent (tokens, the
+	// secret ID, the JWT), newest last; scrub masks them in Vault's error
+	// text. Guarded by smu, not mu: errors are wrapped while mu is held.
+	smu     sync.Mutex
+	secrets []string
+	scrub   atomic.Pointer[secret.Scrubber]
 
 	wake      chan struct{} // tells the renewer a new token arrived
 	ctx       context.Context
@@ -195,4 +205,37 @@ func (c *Client) Close() {
 			<-c.done
 		}
 	})
+}
+
+// maxSecrets bounds the login secrets remembered for masking: the current
+// ones and a few that were replaced (a request in flight may still carry one).
+const maxSecrets = 8
+
+// remember adds login secrets to those masked in Vault's error text.
+func (c *Client) remember(vals ...string) {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	for _, v := range vals {
+		if v = strings.TrimSpace(v); v != "" && !slices.Contains(c.secrets, v) {
+			c.secrets = append(c.secrets, v)
+		}
+	}
+	if n := len(c.secrets); n > maxSecrets {
+		c.secrets = slices.Delete(c.secrets, 0, n-maxSecrets)
+	}
+	c.scrub.Store(secret.NewScrubber(c.secrets...))
+}
+
+// wrap is wrapErr with this client's login secrets masked.
+func (c *Client) wrap(op, path string, err error) error {
+	return wrapErr(op, path, err, c.scrub.Load())
+}
+
+// scrubErr masks this client's login secrets in the text of an error that
+// did not come through wrap (say, a warning quoted from a 200 response).
+func (c *Client) scrubErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(c.scrub.Load().String(err.Error()))
 }

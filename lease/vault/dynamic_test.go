@@ -23,8 +23,9 @@ func TestPostgresAcquireRenewRevoke(t *testing.T) {
 		t.Fatalf("Acquire: want a %s* user whose password is the value, got user %q, value==password %v",
 			prefix, user, g.Value == pass)
 	}
-	if !strings.HasPrefix(g.SourceLeaseID, "database/creds/ro/") || g.TTL != time.Hour || !g.Renewable {
-		t.Fatalf("Acquire: want lease database/creds/ro/…, TTL 1h, renewable; got %q %v %v", g.SourceLeaseID, g.TTL, g.Renewable)
+	if !strings.HasPrefix(g.SourceLeaseID, "database/creds/ro/") || g.TTL != reqFor().TTL || !g.Renewable {
+		t.Fatalf("Acquire: want lease database/creds/ro/…, TTL %v (the role's 1h brought down), renewable; got %q %v %v",
+			reqFor().TTL, g.SourceLeaseID, g.TTL, g.Renewable)
 	}
 	if err := vaulttest.PGLogin(user, pass); err != nil {
 		t.Fatalf("PostgreSQL rejects the new credentials: %v", err)
@@ -122,4 +123,84 @@ func TestPostgresWithLeastPrivilegePolicy(t *testing.T) {
 	if n := vaulttest.PGRoleCount(t, prefix); n != 0 {
 		t.Fatalf("after Revoke: want 0 roles %s*, got %d", prefix, n)
 	}
+}
+
+// Vault grants the role's default TTL on a read; credproxy brings it down to
+// the credential's ttl at once, so a crash leaves the user alive for the ttl
+// the config names, not for the role's day.
+func TestPostgresAcquireShortensTheLeaseToTheTTL(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t)
+	s.EnablePostgres(t, "daylong", 24*time.Hour, 48*time.Hour)
+	src := newClient(t, s, rootAuth(s)).Source("database/creds/daylong", "password")
+
+	g, err := src.Acquire(t.Context(), lease.Request{Credential: "reports", TTL: 15 * time.Minute})
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	if g.TTL != 15*time.Minute {
+		t.Errorf("Acquire with ttl 15m on a 24h role: grant TTL %v, want 15m", g.TTL)
+	}
+	if ttl := s.LeaseTTL(t, g.SourceLeaseID); ttl > 15*time.Minute || ttl < 14*time.Minute {
+		t.Errorf("sys/leases/lookup: the lease has %v left at Vault, want at most 15m (and about that)", ttl)
+	}
+	if left := vaulttest.PGRoleValidFor(t, g.Data["username"]); left > 15*time.Minute+time.Minute {
+		t.Errorf("PostgreSQL accepts the user for another %v, want about 15m", left)
+	}
+	if err := vaulttest.PGLogin(g.Data["username"], g.Value); err != nil {
+		t.Errorf("PostgreSQL rejects the shortened lease's credentials: %v", err)
+	}
+}
+
+// When the lease cannot be brought down (here a policy denies renewal), the
+// new lease is revoked and the acquisition fails: no 24h user is left.
+func TestPostgresAcquireRevokesALeaseItCannotShorten(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t)
+	s.EnablePostgres(t, "ro", 24*time.Hour, 48*time.Hour)
+	s.Policy(t, "db-ro-norenew", dbPolicy+`path "sys/leases/renew" { capabilities = ["deny"] }`)
+	prefix := s.PGUserPrefix("ro")
+	src := newClient(t, s, Auth{Token: s.Token(t, 0, "db-ro-norenew")}).Source("database/creds/ro", "password")
+
+	_, err := src.Acquire(t.Context(), lease.Request{Credential: "reports", TTL: 15 * time.Minute})
+	if !errors.Is(err, lease.ErrDenied) {
+		t.Fatalf("Acquire when renewal is denied: want ErrDenied, got %v", err)
+	}
+	mustErr(t, err, "database/creds/ro", "lease revoked")
+	if n := vaulttest.PGRoleCount(t, prefix); n != 0 {
+		t.Fatalf("a lease that could not be shortened must be revoked: want 0 roles %s*, got %d", prefix, n)
+	}
+	if keys := leaseKeys(t, s, "database/creds/ro"); len(keys) != 0 {
+		t.Fatalf("Vault still holds leases %v", keys)
+	}
+}
+
+// A role whose default TTL is already within the credential's ttl is left
+// alone: no renewal call.
+func TestPostgresAcquireWithinTTLIsNotRenewed(t *testing.T) {
+	t.Parallel()
+	s := vaulttest.Start(t)
+	s.EnablePostgres(t, "short", 10*time.Minute, time.Hour)
+	s.Policy(t, "db-short-norenew", `
+path "database/creds/short" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["deny"] }
+`)
+	src := newClient(t, s, Auth{Token: s.Token(t, 0, "db-short-norenew")}).Source("database/creds/short", "password")
+	g, err := src.Acquire(t.Context(), lease.Request{Credential: "reports", TTL: 15 * time.Minute})
+	if err != nil || g.TTL != 10*time.Minute {
+		t.Fatalf("Acquire with ttl 15m on a 10m role: want TTL 10m and no renewal, got %v, %v", g.TTL, err)
+	}
+}
+
+func leaseKeys(t *testing.T, s *vaulttest.Server, prefix string) []any {
+	t.Helper()
+	sec, err := s.Client.Logical().List("sys/leases/lookup/" + prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec == nil {
+		return nil
+	}
+	keys, _ := sec.Data["keys"].([]any)
+	return keys
 }

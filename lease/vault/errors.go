@@ -1,6 +1,7 @@
 package vault
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,26 +10,22 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credproxy/credproxy/internal/secret"
 	"github.com/credproxy/credproxy/lease"
 )
 
-// vaultError is a failed Vault call: "vault: <op> <path>: <Vault's message>".
-// Vault's messages describe the failure, never a secret value, and the
-// request URL (which api.ResponseError prints) is left out.
+// vaultError is the text of a failed Vault call: "vault: <op> <path>:
+// <Vault's message>". Vault's JSON messages describe the failure, never a
+// secret value (and are masked of the client's login secrets anyway); a
+// non-JSON body and the request URL, which api.ResponseError prints, are
+// left out.
 type vaultError struct {
 	op, path, msg string
-	kind          error // lease.ErrDenied, lease.ErrPermanent or nil
-	err           error // the client's error
+	err           error // a transport or context error; never an *api.ResponseError, whose text quotes the body
 }
 
 func (e *vaultError) Error() string { return "vault: " + e.op + " " + e.path + ": " + e.msg }
-
-func (e *vaultError) Unwrap() []error {
-	if e.kind == nil {
-		return []error{e.err}
-	}
-	return []error{e.kind, e.err}
-}
+func (e *vaultError) Unwrap() error { return e.err }
 
 // permanentPhrases are Vault's answers to a renewal that can never succeed.
 var permanentPhrases = []string{
@@ -39,46 +36,53 @@ var permanentPhrases = []string{
 	"not renewable",
 }
 
-// wrapErr classifies a Vault client error for the manager: 403 is a policy
-// denial (lease.ErrDenied), a dead lease is lease.ErrPermanent, and anything
-// else (sealed, 5xx, connection refused, timeouts) is plain, so it is retried.
-func wrapErr(op, path string, err error) error {
+// wrapErr turns a Vault client error into a *lease.SourceError the manager
+// can classify: 403 is a policy denial (lease.ErrDenied), a dead lease is
+// lease.ErrPermanent, and anything else (sealed, 5xx, connection refused,
+// timeouts) has no kind, so it is retried. Text that came from the store is
+// masked by scrub (nil masks nothing).
+func wrapErr(op, path string, err error, scrub *secret.Scrubber) error {
 	if err == nil {
 		return nil
 	}
+	var se *lease.SourceError
 	var ve *vaultError
-	if errors.As(err, &ve) {
+	if errors.As(err, &se) && errors.As(se.Err, &ve) {
 		if ve.op == op && ve.path == path {
 			return err
 		}
 		// A login inside this call failed: name both.
-		return &vaultError{op: op, path: path, msg: ve.op + " " + ve.path + ": " + ve.msg, kind: ve.kind, err: ve.err}
+		inner := &vaultError{op: op, path: path, msg: ve.op + " " + ve.path + ": " + ve.msg, err: ve.err}
+		return &lease.SourceError{Status: se.Status, Kind: se.Kind, Err: inner}
 	}
 	var re *api.ResponseError
 	if !errors.As(err, &re) {
-		return &vaultError{op: op, path: path, msg: err.Error(), err: err}
+		return &lease.SourceError{Err: &vaultError{op: op, path: path, msg: scrub.String(err.Error()), err: err}}
 	}
-	msg := cleanMsg(re.Errors)
-	if re.RawError && len(msg) > 200 {
-		msg = msg[:200] + "…" // an HTML page from something in front of Vault
+	// A non-JSON body (an HTML page from a proxy in front of Vault) is
+	// dropped whole: it can quote the request's headers, X-Vault-Token too.
+	var msg string
+	if !re.RawError {
+		msg = scrub.String(cleanMsg(re.Errors))
 	}
 	if msg == "" {
-		msg = http.StatusText(re.StatusCode)
+		msg = cmp.Or(http.StatusText(re.StatusCode), "error")
 	}
-	e := &vaultError{op: op, path: path, msg: msg, err: err}
+	e := &vaultError{op: op, path: path, msg: msg}
+	out := &lease.SourceError{Status: re.StatusCode, Err: e}
 	switch {
 	case re.StatusCode == http.StatusForbidden:
-		e.kind = lease.ErrDenied
+		out.Kind = lease.ErrDenied
 	case op == "login" && re.StatusCode >= 400 && re.StatusCode < 500:
 		// approle/kubernetes credentials refused: retrying in a loop won't help
-		e.kind = lease.ErrDenied
+		out.Kind = lease.ErrDenied
 		e.msg = fmt.Sprintf("%s (HTTP %d)", msg, re.StatusCode)
 	case isPermanent(msg):
-		e.kind = lease.ErrPermanent
+		out.Kind = lease.ErrPermanent
 	default:
 		e.msg = fmt.Sprintf("%s (HTTP %d)", msg, re.StatusCode)
 	}
-	return e
+	return out
 }
 
 var multiErrHeader = regexp.MustCompile(`^\d+ errors? occurred:$`)

@@ -1,13 +1,17 @@
 package vault
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/credproxy/credproxy/internal/secret"
 	"github.com/credproxy/credproxy/internal/vaulttest"
 	"github.com/credproxy/credproxy/lease"
 )
@@ -119,24 +123,35 @@ func TestWrapErr(t *testing.T) {
 	resp := func(code int, msgs ...string) error {
 		return &api.ResponseError{HTTPMethod: "PUT", URL: "http://127.0.0.1/v1/sys/leases/renew", StatusCode: code, Errors: msgs}
 	}
+	raw := func(code int, body string) error {
+		return &api.ResponseError{HTTPMethod: "GET", URL: "http://127.0.0.1/v1/x", StatusCode: code, RawError: true, Errors: []string{body}}
+	}
+	refused := errors.New("dial tcp: connection refused")
+	const tok = "hvs.wraperr-test-token"
 	for _, tc := range []struct {
-		err  error
-		kind error
-		msg  string
+		err    error
+		kind   error
+		status int
+		msg    string
 	}{
-		{resp(403, "permission denied"), lease.ErrDenied, "vault: renew p: permission denied"},
-		{resp(400, "lease not found"), lease.ErrPermanent, "vault: renew p: lease not found"},
-		{resp(400, "lease is not renewable"), lease.ErrPermanent, "vault: renew p: lease is not renewable"},
-		{resp(400, "lease expired"), lease.ErrPermanent, "vault: renew p: lease expired"},
-		{resp(400, "invalid lease ID"), lease.ErrPermanent, "vault: renew p: invalid lease ID"},
-		{resp(503, "Vault is sealed"), nil, "vault: renew p: Vault is sealed (HTTP 503)"},
-		{resp(500), nil, "vault: renew p: Internal Server Error (HTTP 500)"},
-		{resp(403, "1 error occurred:\n\t* permission denied\n\n"), lease.ErrDenied, "vault: renew p: permission denied"},
-		{resp(400, "2 errors occurred:\n\t* a\n\t* lease not found\n\n"), lease.ErrPermanent, "vault: renew p: a; lease not found"},
-		{errors.New("dial tcp: connection refused"), nil, "vault: renew p: dial tcp: connection refused"},
+		{resp(403, "permission denied"), lease.ErrDenied, 403, "vault: renew p: permission denied"},
+		{resp(400, "lease not found"), lease.ErrPermanent, 400, "vault: renew p: lease not found"},
+		{resp(400, "lease is not renewable"), lease.ErrPermanent, 400, "vault: renew p: lease is not renewable"},
+		{resp(400, "lease expired"), lease.ErrPermanent, 400, "vault: renew p: lease expired"},
+		{resp(400, "invalid lease ID"), lease.ErrPermanent, 400, "vault: renew p: invalid lease ID"},
+		{resp(503, "Vault is sealed"), nil, 503, "vault: renew p: Vault is sealed (HTTP 503)"},
+		{resp(500), nil, 500, "vault: renew p: Internal Server Error (HTTP 500)"},
+		{resp(403, "1 error occurred:\n\t* permission denied\n\n"), lease.ErrDenied, 403, "vault: renew p: permission denied"},
+		{resp(400, "2 errors occurred:\n\t* a\n\t* lease not found\n\n"), lease.ErrPermanent, 400, "vault: renew p: a; lease not found"},
+		// A JSON message quoting the token is masked; an HTML page is dropped whole.
+		{resp(400, "bad header X-Vault-Token: "+tok), nil, 400, "vault: renew p: " + secret.NewScrubber(tok).String("bad header X-Vault-Token: "+tok) + " (HTTP 400)"},
+		{raw(502, "<html>X-Vault-Token: "+tok+"</html>"), nil, 502, "vault: renew p: Bad Gateway (HTTP 502)"},
+		{raw(403, "<html>denied "+tok+"</html>"), lease.ErrDenied, 403, "vault: renew p: Forbidden"},
+		{raw(599, "<html>"+tok+"</html>"), nil, 599, "vault: renew p: error (HTTP 599)"},
+		{refused, nil, 0, "vault: renew p: dial tcp: connection refused"},
 	} {
-		err := wrapErr("renew", "p", tc.err)
-		if err.Error() != tc.msg {
+		err := wrapErr("renew", "p", tc.err, secret.NewScrubber(tok))
+		if err.Error() != tc.msg || strings.Contains(err.Error(), tok) {
 			t.Errorf("wrapErr(%v): want message %q, got %q", tc.err, tc.msg, err)
 		}
 		for _, k := range []error{lease.ErrDenied, lease.ErrPermanent} {
@@ -144,9 +159,22 @@ func TestWrapErr(t *testing.T) {
 				t.Errorf("wrapErr(%q): errors.Is(%v) = %v, want %v", tc.msg, k, !(k == tc.kind), k == tc.kind)
 			}
 		}
-		if !errors.Is(err, tc.err) {
-			t.Errorf("wrapErr(%q) must wrap the client's error", tc.msg)
+		var se *lease.SourceError
+		if !errors.As(err, &se) || se.Status != tc.status {
+			t.Errorf("wrapErr(%q): want a *lease.SourceError with status %d, got %#v", tc.msg, tc.status, err)
 		}
+		// The client's ResponseError prints the raw body: it must not be
+		// reachable through the chain. A transport error is kept.
+		var re *api.ResponseError
+		if errors.As(err, &re) {
+			t.Errorf("wrapErr(%q) keeps the client's *api.ResponseError in its chain", tc.msg)
+		}
+		if tc.err == refused && !errors.Is(err, refused) {
+			t.Errorf("wrapErr(%q) must wrap a transport error", tc.msg)
+		}
+	}
+	if err := wrapErr("renew", "p", fmt.Errorf("ctx: %w", context.DeadlineExceeded), nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wrapErr of a timeout must keep context.DeadlineExceeded: %v", err)
 	}
 }
 

@@ -26,10 +26,51 @@ type source struct {
 
 // Acquire reads the path. For a dynamic secret this creates a new Vault
 // lease (for database/creds/x: a new database user) whose TTL is the role's
-// default: Vault takes no TTL on a read, so req.TTL is not used here.
-func (s *source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, error) {
-	return s.read(ctx)
+// default, since Vault takes no TTL on a read. A TTL longer than req.TTL is
+// brought down at once (see shorten): if credproxy crashed, the store must
+// not keep the credential alive for a day when the config said 15 minutes.
+func (s *source) Acquire(ctx context.Context, req lease.Request) (lease.Grant, error) {
+	g, err := s.read(ctx)
+	if err != nil || g.SourceLeaseID == "" || req.TTL <= 0 || g.TTL <= req.TTL {
+		return g, err
+	}
+	return s.shorten(ctx, g, req.TTL)
 }
+
+// shorten renews the new lease g with increment ttl, which Vault honours
+// below the current TTL (the database engine does; so do most engines that
+// use the framework's LeaseExtend), and returns the grant with the TTL Vault
+// now reports. If the renewal fails, g is revoked and the acquisition fails:
+// an error must lead to less exposure, not to a lease nobody tracks. A
+// lease Vault marks non-renewable cannot be shortened; it is kept, with a
+// warning to lower the role's TTL, and the manager revokes it at its ttl.
+func (s *source) shorten(ctx context.Context, g lease.Grant, ttl time.Duration) (lease.Grant, error) {
+	if !g.Renewable {
+		s.c.log.Warn("vault lease outlives the credential's ttl and is not renewable, so it cannot be shortened; lower the role's TTL",
+			"path", s.path, "vault_ttl", g.TTL, "ttl", ttl)
+		return g, nil
+	}
+	ng, err := s.Renew(ctx, g, ttl)
+	if err != nil {
+		// The caller's ctx may be what failed: revoke on a fresh budget.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeBudget)
+		defer cancel()
+		outcome := "lease revoked"
+		if rerr := s.revoke(rctx, g.SourceLeaseID); rerr != nil {
+			outcome = "revoking it failed too"
+			s.c.log.Warn("vault: revoking a lease that could not be shortened failed", "path", s.path, "err", rerr)
+		}
+		return lease.Grant{}, fmt.Errorf("vault: %s: bringing the new lease down to ttl %s failed, %s: %w", s.path, ttl, outcome, err)
+	}
+	if ng.TTL > time.Duration(seconds(ttl))*time.Second {
+		s.c.log.Warn("vault kept the lease's TTL above the credential's ttl; lower the role's TTL",
+			"path", s.path, "vault_ttl", ng.TTL, "ttl", ttl)
+	}
+	return ng, nil
+}
+
+// revokeBudget bounds the revocation of a lease that failed to be shortened.
+const revokeBudget = 10 * time.Second
 
 // Renew re-reads a static secret, so a value changed in Vault is picked up,
 // and renews a dynamic one's Vault lease by ttl. The TTL returned is Vault's:
@@ -44,7 +85,7 @@ func (s *source) Renew(ctx context.Context, g lease.Grant, ttl time.Duration) (l
 		return err
 	})
 	if err != nil {
-		return lease.Grant{}, wrapErr("renew", s.path, err)
+		return lease.Grant{}, s.c.wrap("renew", s.path, err)
 	}
 	if sec == nil {
 		return lease.Grant{}, fmt.Errorf("vault: renew %s: empty response", s.path)
@@ -73,7 +114,7 @@ func (s *source) revoke(ctx context.Context, leaseID string) error {
 		return s.c.api.Sys().RevokeWithOptionsWithContext(ctx,
 			&api.RevokeOptions{LeaseID: leaseID, Sync: true})
 	})
-	return wrapErr("revoke", s.path, err)
+	return s.c.wrap("revoke", s.path, err)
 }
 
 func (s *source) read(ctx context.Context) (lease.Grant, error) {
@@ -83,9 +124,10 @@ func (s *source) read(ctx context.Context) (lease.Grant, error) {
 		return err
 	})
 	if err != nil {
-		return lease.Grant{}, wrapErr("read", s.path, err)
+		return lease.Grant{}, s.c.wrap("read", s.path, err)
 	}
 	g, err := grantFrom(s.path, s.field, sec)
+	err = s.c.scrubErr(err) // Vault's warnings are quoted in some of these
 	if err != nil && sec != nil && sec.LeaseID != "" {
 		// Unusable (say, a wrong field): don't leave a database user behind.
 		if rerr := s.revoke(ctx, sec.LeaseID); rerr != nil {
