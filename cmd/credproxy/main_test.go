@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/credproxy/credproxy/internal/testutil"
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/lease/leasetest"
 )
 
 const testKey = "sk-test-cmd-0123456789"
@@ -90,7 +92,7 @@ func newFixture(t *testing.T, leases string) *fixture {
 	f.cfg = filepath.Join(f.dir, "rules.yaml")
 	os.WriteFile(f.cfg, []byte(`
 listen: 127.0.0.1:0
-admin: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
 identity: test-agent
 upstream: {caFiles: [upstream.pem]}
 `+leases+`
@@ -102,6 +104,7 @@ rules:
     credential: key
     inject: {header: Authorization, value: "Bearer {{ .Value }}"}
 `), 0o600)
+	writeAdminToken(t, f.dir)
 	t.Setenv("CREDPROXY_CMD_TEST_KEY", testKey)
 	return f
 }
@@ -157,7 +160,13 @@ func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 	if strings.Contains(scrape, testKey) {
 		t.Error("/metrics contains the credential value")
 	}
-	_, leases := get(t, http.DefaultClient, "http://"+adminAddr+"/leases")
+	if code, body := s.adminRequest(t, "GET", "/leases", ""); code != http.StatusUnauthorized {
+		t.Errorf("/leases without the admin token: %d %s, want 401", code, body)
+	}
+	if code, body := s.adminRequest(t, "GET", "/leases", "not-"+adminToken); code != http.StatusUnauthorized {
+		t.Errorf("/leases with a wrong admin token: %d %s, want 401", code, body)
+	}
+	_, leases := s.adminRequest(t, "GET", "/leases", adminToken)
 	var infos []map[string]any
 	if err := json.Unmarshal([]byte(leases), &infos); err != nil || len(infos) != 1 || infos[0]["credential"] != "key" {
 		t.Errorf("/leases = %s, want one lease for credential key", leases)
@@ -180,19 +189,78 @@ func TestServeMetricsLeasesAndRevokeOnShutdown(t *testing.T) {
 	}
 }
 
-// TestIdleLeaseIsRevokedAndReacquired runs with a real 200ms idleTimeout:
-// created, then revoked (idle), then created again on the next request.
+// TestIdleLeaseIsRevokedAndReacquired drives the idle timeout with a fake
+// clock: created, then revoked (idle) once the clock passes idleTimeout, then
+// created again on the next request. Real time never ends a lease here, so a
+// slow machine cannot reorder the events.
 func TestIdleLeaseIsRevokedAndReacquired(t *testing.T) {
-	f := newFixture(t, "leases: {defaultTTL: 2s, maxTTL: 1h, renewBeforeExpiry: 500ms, idleTimeout: 200ms}")
+	f := newFixture(t, "leases: {defaultTTL: 20m, maxTTL: 1h, renewBeforeExpiry: 5m, idleTimeout: 2m}")
 	cfg := mustLoad(t, f.cfg)
-	s := startServe(t, cfg)
+	clock := leasetest.NewClock(time.Now())
+	s := startServeWith(t, cfg, serveOptions{Clock: clock})
 	audit := s.audit
 	c := agent(t, s.proxy, cfg.CA.Cert)
-	get(t, c, f.up.URL+"/first")
+	if code, _ := get(t, c, f.up.URL+"/first"); code != 200 {
+		t.Fatalf("first request: %d", code)
+	}
+	clock.Advance(time.Minute)
+	if got := testutil.AuditEvents(audit.String()); got != "lease.created" {
+		t.Fatalf("audit events after 1m idle: %s, want lease.created only", got)
+	}
+	clock.Advance(time.Minute)
 	testutil.WaitFor(t, func() bool { return strings.Contains(audit.String(), `"reason":"idle"`) }, "an idle revocation in the audit trail")
-	get(t, c, f.up.URL+"/second")
+	if code, _ := get(t, c, f.up.URL+"/second"); code != 200 {
+		t.Fatalf("request after the idle revocation: %d", code)
+	}
 	if got := testutil.AuditEvents(audit.String()); got != "lease.created,lease.revoked,lease.created" {
 		t.Errorf("audit events %s, want lease.created,lease.revoked,lease.created", got)
+	}
+}
+
+// The admin API is reachable by the agent: without the token it lists and
+// revokes nothing.
+func TestAdminLeaseRoutesNeedTheToken(t *testing.T) {
+	f := newFixture(t, "")
+	cfg := mustLoad(t, f.cfg)
+	s := startServe(t, cfg)
+	c := agent(t, s.proxy, cfg.CA.Cert)
+	if code, _ := get(t, c, f.up.URL+"/v1/x"); code != 200 {
+		t.Fatalf("through proxy: %d", code)
+	}
+	_, leases := s.adminRequest(t, "GET", "/leases", adminToken)
+	var infos []lease.Info
+	if err := json.Unmarshal([]byte(leases), &infos); err != nil || len(infos) != 1 {
+		t.Fatalf("/leases with the token = %s (%v), want one lease", leases, err)
+	}
+	revoke := "/leases/" + infos[0].ID + "/revoke"
+	for _, auth := range []string{"", "wrong-token-0123456789abcdef", adminToken[:8]} {
+		if code, body := s.adminRequest(t, "POST", revoke, auth); code != http.StatusUnauthorized {
+			t.Errorf("POST %s with token %q: %d %s, want 401", revoke, auth, code, body)
+		}
+	}
+	if got := testutil.AuditEvents(s.audit.String()); got != "lease.created" {
+		t.Fatalf("audit events after refused revocations: %s, want lease.created only", got)
+	}
+	if code, body := s.adminRequest(t, "POST", revoke, adminToken); code != http.StatusOK {
+		t.Fatalf("POST %s with the token: %d %s, want 200", revoke, code, body)
+	}
+	for _, p := range []string{"/metrics", "/healthz", "/readyz", "/ca.pem"} {
+		if code, body := s.adminRequest(t, "GET", p, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a token: %d %s, want 200", p, code, body)
+		}
+	}
+}
+
+// Without admin.tokenFile the lease routes are closed, not open.
+func TestAdminWithoutTokenFileRefusesLeaseRoutes(t *testing.T) {
+	f := newFixture(t, "")
+	cfg := mustLoad(t, f.cfg)
+	cfg.AdminTokenFile = ""
+	s := startServe(t, cfg)
+	for _, auth := range []string{"", adminToken} {
+		if code, body := s.adminRequest(t, "GET", "/leases", auth); code != http.StatusForbidden || !strings.Contains(body, "admin.tokenFile") {
+			t.Errorf("/leases with no tokenFile configured (auth %q): %d %s, want 403 naming admin.tokenFile", auth, code, body)
+		}
 	}
 }
 

@@ -72,12 +72,17 @@ type serveOptions struct {
 	Pprof    bool
 	// Ready, when set, receives the bound proxy and admin addresses.
 	Ready func(proxyAddr, adminAddr string)
+	Clock lease.Clock // the lease manager's clock; nil = real time (tests pass a fake)
 }
 
 // serve runs credproxy until ctx is done, then stops accepting, drains
 // in-flight requests and revokes every held lease, each phase bounded.
 func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	log := o.Log
+	adminToken, err := cfg.AdminToken() // "" without admin.tokenFile: the lease routes answer 403
+	if err != nil {
+		return fmt.Errorf("admin.tokenFile: %w", err)
+	}
 	ca, created, err := proxy.LoadOrCreateCA(cfg.CA.Cert, cfg.CA.Key)
 	if err != nil {
 		return err
@@ -96,7 +101,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		return err
 	}
 	defer closeSources()
-	mgr := lease.NewManager(creds, lease.Options{Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
+	mgr := lease.NewManager(creds, lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
 	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log})
 	if err != nil {
 		return errors.Join(err, mgr.Shutdown(context.Background()))
@@ -114,6 +119,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	var ready atomic.Bool
 	admin := metrics.NewAdminHandler(metrics.AdminOptions{
+		Token:   adminToken,
 		Metrics: m,
 		Ready: func() error {
 			if !ready.Load() {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/internal/vaulttest"
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/lease/leasetest"
 )
 
 // vaultEnv is a real Vault dev server with PostgreSQL behind its database
@@ -33,7 +37,7 @@ type vaultEnv struct {
 
 const vaultRules = `
 listen: 127.0.0.1:0
-admin: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
 identity: test-agent
 upstream: {caFiles: [upstream.pem]}
 sources:
@@ -54,28 +58,40 @@ rules:
     inject: {header: Authorization, value: "Bearer {{ .Value }}"}
 `
 
+// newVaultEnv puts credproxy, on real time, in front of a new Vault.
 func newVaultEnv(t *testing.T, role, idle string) *vaultEnv {
 	t.Helper()
-	return newVaultEnvOn(t, vaulttest.Start(t), role, idle, "")
+	return newVaultEnvOn(t, vaulttest.Start(t), role, idle, "", serveOptions{})
 }
 
-// newVaultEnvOn puts credproxy in front of vs, logging in with token ("" for root).
-func newVaultEnvOn(t *testing.T, vs *vaulttest.Server, role, idle, token string) *vaultEnv {
+// newVaultEnvOn puts credproxy in front of vs, logging in with token ("" for
+// root). o.Clock drives leases' time (nil: real time).
+func newVaultEnvOn(t *testing.T, vs *vaulttest.Server, role, idle, token string, o serveOptions) *vaultEnv {
 	t.Helper()
-	e := &vaultEnv{vs: vs, dir: t.TempDir()}
+	vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
+	if token == "" {
+		token = vs.RootToken
+	}
+	e := newVaultEnvAt(t, vs.Addr, role, idle, token, o)
+	e.vs = vs
+	return e
+}
+
+// newVaultEnvAt puts credproxy in front of whatever answers at addr (a real
+// Vault, or a fake one), logging in with token.
+func newVaultEnvAt(t *testing.T, addr, role, idle, token string, o serveOptions) *vaultEnv {
+	t.Helper()
+	e := &vaultEnv{dir: t.TempDir()}
 	e.kvWant.Store("sk-test-kv-1")
-	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
 	e.up = httptest.NewTLSServer(http.HandlerFunc(e.checkCredentials))
 	t.Cleanup(e.up.Close)
 	os.WriteFile(filepath.Join(e.dir, "upstream.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: e.up.Certificate().Raw}), 0o600)
-	if token == "" {
-		token = e.vs.RootToken
-	}
 	os.WriteFile(filepath.Join(e.dir, "vault-token"), []byte(token+"\n"), 0o600)
+	writeAdminToken(t, e.dir)
 	cfgFile := filepath.Join(e.dir, "rules.yaml")
-	os.WriteFile(cfgFile, fmt.Appendf(nil, vaultRules, e.vs.Addr, strings.TrimPrefix(e.up.URL, "https://"), role, idle), 0o600)
+	os.WriteFile(cfgFile, fmt.Appendf(nil, vaultRules, addr, strings.TrimPrefix(e.up.URL, "https://"), role, idle), 0o600)
 	cfg := mustLoad(t, cfgFile)
-	e.served = startServe(t, cfg)
+	e.served = startServeWith(t, cfg, o)
 	e.client = agent(t, e.proxy, cfg.CA.Cert)
 	return e
 }
@@ -108,8 +124,11 @@ func (e *vaultEnv) get(t *testing.T, path string) (int, string) {
 	return get(t, e.client, e.up.URL+path)
 }
 
+// The idle timeout runs on a fake clock: the lease ends when the test moves
+// the clock past it, never because the machine was slow between two steps.
 func TestVaultDynamicLeaseLivesOnlyWhileUsed(t *testing.T) {
-	e := newVaultEnv(t, "readonly", "500ms")
+	clock := leasetest.NewClock(time.Now())
+	e := newVaultEnvOn(t, vaulttest.Start(t), "readonly", "30s", "", serveOptions{Clock: clock})
 	e.vs.EnablePostgres(t, "readonly", time.Minute, time.Hour)
 	prefix := e.vs.PGUserPrefix("readonly")
 
@@ -119,8 +138,10 @@ func TestVaultDynamicLeaseLivesOnlyWhileUsed(t *testing.T) {
 	if n := vaulttest.PGRoleCount(t, prefix); n != 1 {
 		t.Fatalf("%d PostgreSQL roles while the lease is live, want 1", n)
 	}
+	clock.Advance(30 * time.Second) // exactly the idle timeout: before the 40s renewal and the 1m expiry
 	testutil.WaitFor(t, func() bool { return vaulttest.PGRoleCount(t, prefix) == 0 }, "the idle lease's role to be dropped")
-	if !strings.Contains(e.audit.String(), `"reason":"idle"`) || !strings.Contains(e.audit.String(), `"source_lease_id":"database/creds/readonly/`) {
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"reason":"idle"`) }, "the idle revocation in the audit trail")
+	if !strings.Contains(e.audit.String(), `"source_lease_id":"database/creds/readonly/`) {
 		t.Errorf("audit should show an idle revocation carrying Vault's lease id:\n%s", e.audit.String())
 	}
 	if code, _ := e.get(t, "/reports/q2"); code != 200 {
@@ -128,6 +149,9 @@ func TestVaultDynamicLeaseLivesOnlyWhileUsed(t *testing.T) {
 	}
 	if n := vaulttest.PGRoleCount(t, prefix); n != 1 {
 		t.Fatalf("%d roles after re-acquiring, want 1", n)
+	}
+	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created,lease.revoked,lease.created" {
+		t.Errorf("audit events %s, want lease.created,lease.revoked,lease.created", got)
 	}
 	if err := e.shutdown(t); err != nil {
 		t.Fatalf("shutdown: %v", err)
@@ -141,6 +165,29 @@ func TestVaultDynamicLeaseLivesOnlyWhileUsed(t *testing.T) {
 	}
 	if leases != nil && len(leases.Data["keys"].([]any)) != 0 {
 		t.Errorf("Vault still holds leases after shutdown: %v", leases.Data["keys"])
+	}
+}
+
+// The role grants a day; credproxy brings the lease down to the
+// credential's ttl as soon as it gets it, so a crash leaves a user that
+// lives minutes, not a day.
+func TestVaultDynamicLeaseIsShortenedToTheCredentialTTL(t *testing.T) {
+	e := newVaultEnv(t, "daylong", "1m")
+	e.vs.EnablePostgres(t, "daylong", 24*time.Hour, 48*time.Hour)
+	if code, body := e.get(t, "/reports/q1"); code != 200 {
+		t.Fatalf("request: %d %q", code, body)
+	}
+	_, leases := e.adminRequest(t, "GET", "/leases", adminToken)
+	var infos []lease.Info
+	if err := json.Unmarshal([]byte(leases), &infos); err != nil || len(infos) != 1 {
+		t.Fatalf("/leases = %s (%v), want one lease", leases, err)
+	}
+	// ttl: 1m in vaultRules
+	if ttl := e.vs.LeaseTTL(t, infos[0].SourceLeaseID); ttl > time.Minute {
+		t.Errorf("Vault holds the lease for another %v; want at most the credential's ttl 1m (role default 24h)", ttl)
+	}
+	if !strings.Contains(e.audit.String(), `"ttl":60`) {
+		t.Errorf("audit should record the 60s TTL Vault granted after shortening:\n%s", e.audit.String())
 	}
 }
 
@@ -163,7 +210,8 @@ func TestVaultCappedLeaseRotatesWithoutFailedRequests(t *testing.T) {
 }
 
 func TestVaultKVValueChangeIsPickedUpOnRenewal(t *testing.T) {
-	e := newVaultEnv(t, "readonly", "1m")
+	clock := leasetest.NewClock(time.Now())
+	e := newVaultEnvOn(t, vaulttest.Start(t), "readonly", "1m", "", serveOptions{Clock: clock})
 	if code, _ := e.get(t, "/v1/models"); code != 200 {
 		t.Fatalf("KV injection: %d", code)
 	}
@@ -171,23 +219,24 @@ func TestVaultKVValueChangeIsPickedUpOnRenewal(t *testing.T) {
 	// new value can only arrive through a renewal, which re-reads Vault.
 	e.kvWant.Store("")
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-2"})
-	testutil.WaitFor(t, func() bool {
-		code, _ := e.get(t, "/v1/models")
-		return code == 200 && e.kvSeen.Load() == "sk-test-kv-2"
-	}, "the changed KV value to be injected")
-	audit := e.audit.String()
-	if !strings.Contains(audit, `"event":"lease.renewed"`) || strings.Count(audit, `"event":"lease.created"`) != 1 {
-		t.Errorf("the new value should arrive through a renewal of the one lease:\n%s", audit)
+	clock.Advance(time.Second) // ttl 2s, renewBeforeExpiry 1s: renewal due
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"event":"lease.renewed"`) }, "the renewal")
+	if code, _ := e.get(t, "/v1/models"); code != 200 || e.kvSeen.Load() != "sk-test-kv-2" {
+		t.Fatalf("after the renewal: %d with %v, want 200 with sk-test-kv-2", code, e.kvSeen.Load())
+	}
+	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created,lease.renewed" {
+		t.Errorf("the new value should arrive through a renewal of the one lease; audit events %s", got)
 	}
 }
 
-func TestVaultPolicyDenialIsA502NamingThePath(t *testing.T) {
+func TestVaultPolicyDenialIsA502NamingTheCredential(t *testing.T) {
 	vs := vaulttest.Start(t)
 	vs.Policy(t, "nothing", `path "secret/data/other" { capabilities = ["read"] }`)
-	e := newVaultEnvOn(t, vs, "readonly", "1m", vs.Token(t, time.Hour, "nothing"))
+	token := vs.Token(t, time.Hour, "nothing")
+	e := newVaultEnvOn(t, vs, "readonly", "1m", token, serveOptions{})
 	code, body := e.get(t, "/v1/models")
-	if code != http.StatusBadGateway || !strings.Contains(body, "secret/data/openai") || !strings.Contains(body, "permission denied") {
-		t.Fatalf("got %d %s; want 502 naming the path and the denial", code, body)
+	if code != http.StatusBadGateway || !strings.Contains(body, "openai") || !strings.Contains(body, "denied") || strings.Contains(body, token) {
+		t.Fatalf("got %d %s; want 502 naming the credential and the denial, and not the token", code, body)
 	}
 }
 
@@ -200,4 +249,43 @@ func TestVaultOutageIsA502AndRecovers(t *testing.T) {
 	e.vs.Restart(t)
 	e.vs.KVPut(t, "secret", "openai", map[string]any{"api_key": "sk-test-kv-1"})
 	testutil.WaitFor(t, func() bool { code, _ := e.get(t, "/v1/models"); return code == 200 }, "recovery once Vault is back")
+}
+
+// Something in front of Vault answers with a page quoting the request's
+// headers, X-Vault-Token included. The agent gets a 502 with fixed text, and
+// the token reaches neither the agent, the log nor the audit trail.
+func TestHostileVaultTokenNeverReachesTheAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		json   bool
+		want   string
+	}{
+		{"HTML 502", http.StatusBadGateway, false, `store vault unavailable (HTTP 5xx)`},
+		{"JSON 403", http.StatusForbidden, true, `access denied by store vault (HTTP 4xx)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const token = "hvs.fake-echo-vault-e2e-token-0123456789"
+			fake := vaulttest.StartFakeEchoVault(t, tc.status, tc.json)
+			logs := &testutil.SyncBuffer{}
+			log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			e := newVaultEnvAt(t, fake.Addr, "readonly", "1m", token, serveOptions{Log: log})
+			code, body := e.get(t, "/reports/q1")
+			if code != http.StatusBadGateway {
+				t.Errorf("through a hostile Vault: %d %s, want 502", code, body)
+			}
+			if fake.Requests.Load() == 0 {
+				t.Fatal("the fake Vault saw no request")
+			}
+			for name, text := range map[string]string{"502 body": body, "log": logs.String(), "audit": e.audit.String()} {
+				if strings.Contains(text, token) {
+					t.Errorf("the %s contains the Vault token:\n%s", name, text)
+				}
+			}
+			// Fixed text only: wired through lease.PublicMessage in the proxy.
+			if !strings.Contains(body, `credential \"reports\": `+tc.want) && !strings.Contains(body, `credential "reports": `+tc.want) {
+				t.Errorf("502 body %s, want the fixed text %q", body, `credential "reports": `+tc.want)
+			}
+		})
+	}
 }
