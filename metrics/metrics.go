@@ -168,6 +168,28 @@ func (m *Metrics) UpstreamDuration(rule string, d time.Duration) {
 }
 
 // TunnelOpened records a CONNECT tunnel opening; pair it with TunnelClosed.
+// WatchLimits exports what the proxy's limits bound, read at scrape time:
+// upstream requests in flight (limits.maxInflight) and agent connections held
+// (limits.maxConnections), each beside its limit.
+func (m *Metrics) WatchLimits(inflight, conns func() int64, maxInflight, maxConns int) {
+	if m == nil {
+		return
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		gauge("credproxy_upstream_requests_inflight", "Upstream requests whose response is still open.",
+			func() float64 { return float64(inflight()) }),
+		gauge("credproxy_upstream_requests_inflight_limit", "limits.maxInflight: more are refused with 503.",
+			func() float64 { return float64(maxInflight) }),
+		gauge("credproxy_agent_connections_open", "Agent connections held: CONNECT tunnels and intercepted connections.",
+			func() float64 { return float64(conns()) }),
+		gauge("credproxy_agent_connections_limit", "limits.maxConnections: more CONNECTs are refused with 503.",
+			func() float64 { return float64(maxConns) }),
+	)
+}
+
 func (m *Metrics) TunnelOpened() {
 	if m != nil {
 		m.tunnels.Inc()

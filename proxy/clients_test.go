@@ -29,7 +29,7 @@ func TestPythonRequestsThroughProxy(t *testing.T) {
 	e, _, up, plain := newEnv(t, "", okHandler)
 	script := `
 import requests
-for url, hdr in (("https://api.example.test/v1/models", "Authorization"), ("http://plain.example.test/x", "X-Api-Key")):
+for url, hdr in (("https://api.example.test/v1/models", "Authorization"), ("http://localhost/x", "X-Api-Key")):
     r = requests.get(url, headers={hdr: "placeholder"}, timeout=20)
     print(r.status_code, r.text)
 `

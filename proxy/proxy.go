@@ -7,9 +7,11 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -49,26 +51,34 @@ type Options struct {
 	Credentials Credentials
 	Observer    Observer     // nil records nothing
 	Logger      *slog.Logger // nil discards
-	// Dial dials every upstream connection; nil uses a plain net.Dialer.
+	// Dial dials every upstream connection; nil uses a plain net.Dialer
+	// with the config's upstream.dialTimeout.
 	Dial DialFunc
-	// IdleTimeout closes hijacked connections (tunnels, MITM sessions) that
-	// move no bytes for this long; 0 means 5 minutes.
+	// IdleTimeout, when set, overrides limits.idleTimeout (for tests).
 	IdleTimeout time.Duration
+	// Self lists credproxy's own listen addresses (proxy, admin): it never
+	// forwards to them, or an agent could drive the admin API through it.
+	Self []string
 }
 
 // Proxy is an http.Handler to serve on the proxy listener.
 type Proxy struct {
-	cfg    *rules.Config
-	creds  Credentials
-	obs    Observer
-	log    *slog.Logger
-	dial   DialFunc
-	idle   time.Duration
-	tr     *http.Transport
-	leaves *leafCache
-	gp     *goproxy.ProxyHttpServer
-	plain  http.Handler
+	cfg       *rules.Config
+	limits    rules.Limits
+	creds     Credentials
+	obs       Observer
+	log       *slog.Logger
+	dial      DialFunc // every upstream connection, guarded against credproxy's own addresses
+	tr        *http.Transport
+	leaves    *leafCache
+	gp        *goproxy.ProxyHttpServer
+	pipeline  http.Handler  // decide → send → respond, for every request
+	mitm      *http.Server  // serves intercepted connections
+	mitmQueue *connQueue    // feeds mitm
+	echo      *echoes       // values injected per destination, to mask
+	slots     chan struct{} // limits.maxInflight upstream requests
 
+	conns    atomic.Int64 // agent connections held: tunnels and intercepted
 	inflight atomic.Int64 // requests whose response body is still open
 	draining atomic.Bool
 }
@@ -78,51 +88,135 @@ func New(o Options) (*Proxy, error) {
 	if o.Config == nil || o.CA == nil || o.Credentials == nil {
 		return nil, errors.New("proxy: Config, CA and Credentials are required")
 	}
-	p := &Proxy{cfg: o.Config, creds: o.Credentials, obs: o.Observer, log: o.Logger, dial: o.Dial, idle: o.IdleTimeout}
+	p := &Proxy{cfg: o.Config, limits: o.Config.Limits, creds: o.Credentials, obs: o.Observer, log: o.Logger, echo: newEchoes()}
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	if p.dial == nil {
-		p.dial = defaultDial()
+	if o.IdleTimeout > 0 {
+		p.limits.IdleTimeout = o.IdleTimeout
 	}
-	if p.idle <= 0 {
-		p.idle = 5 * time.Minute
+	p.limits = withDefaults(p.limits)
+	p.slots = make(chan struct{}, p.limits.MaxInflight)
+	dial := o.Dial
+	if dial == nil {
+		dial = defaultDial(o.Config.Upstream.DialTimeout)
+	}
+	self, err := newSelfSet(o.Self)
+	if err != nil {
+		return nil, err
 	}
 	roots, err := upstreamRoots(o.Config.Upstream.CAFiles)
 	if err != nil {
 		return nil, err
 	}
-	p.tr = newTransport(roots, p.dial, o.Config.Upstream.HTTP2)
+	p.dial = self.guard(dial)
+	p.tr = newTransport(roots, p.dial, o.Config.Upstream)
 	if p.leaves, err = newLeafCache(o.CA, o.Config.CertCacheSize, p.obs); err != nil {
 		return nil, err
 	}
 	p.gp = p.newGoproxy()
-	p.plain = p.newPlainHandler()
+	p.pipeline = p.newPipeline()
+	p.mitm = p.newMITMServer()
+	p.mitmQueue = newConnQueue()
+	go p.serveQueue()
 	return p, nil
 }
 
-// ServeHTTP dispatches CONNECT to goproxy and absolute-form plain HTTP to our
-// own streaming handler (goproxy's plain path buffers chunked bodies).
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.Method == http.MethodConnect:
-		p.gp.ServeHTTP(idleHijacker{w, p.idle}, r)
-	case r.URL.IsAbs():
-		p.plain.ServeHTTP(w, r)
-	default:
-		writeError(w, http.StatusBadRequest, "", "credproxy is a forward proxy: point HTTPS_PROXY/HTTP_PROXY at it")
+// withDefaults fills limits a hand-built Config (tests) left zero.
+func withDefaults(l rules.Limits) rules.Limits {
+	def := rules.DefaultLimits
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = def.MaxHeaderBytes
+	}
+	if l.HeaderTimeout <= 0 {
+		l.HeaderTimeout = def.HeaderTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = def.IdleTimeout
+	}
+	// Waiting for a request's first bytes is also being idle.
+	l.HeaderTimeout = min(l.HeaderTimeout, l.IdleTimeout)
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = def.MaxConnections
+	}
+	if l.MaxInflight <= 0 {
+		l.MaxInflight = def.MaxInflight
+	}
+	if l.MaxPurposeBytes <= 0 {
+		l.MaxPurposeBytes = def.MaxPurposeBytes
+	}
+	return l
+}
+
+// Server returns the http.Server to run on the proxy listener, with the
+// limits that bound an agent's headers and idle connections.
+func (p *Proxy) Server(errLog *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: p.limits.HeaderTimeout,
+		IdleTimeout:       p.limits.IdleTimeout,
+		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(errLog.Handler(), slog.LevelDebug),
 	}
 }
 
+// ServeHTTP dispatches CONNECT to goproxy and absolute-form plain HTTP to the
+// pipeline; the destination is the absolute URL's host, which net/http also
+// puts in r.Host, whatever Host header the agent sent.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodConnect:
+		p.gp.ServeHTTP(hijacker{w}, r)
+	case r.URL.IsAbs() && r.URL.Scheme == "http":
+		dest, err := rules.ParseDest(r.URL.Host, 80)
+		if err != nil {
+			writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "", "bad request target: "+err.Error())))
+			return
+		}
+		rt := &route{dest: dest, scheme: "http", identity: p.identity(r)}
+		p.pipeline.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
+	case r.URL.IsAbs():
+		writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "",
+			"absolute-form "+r.URL.Scheme+":// requests are not proxied; use CONNECT (HTTPS_PROXY)")))
+	default:
+		writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "",
+			"credproxy is a forward proxy: point HTTPS_PROXY/HTTP_PROXY at it")))
+	}
+}
+
+// serveIntercepted handles one request read from an intercepted tunnel.
+func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
+	rt := routeOf(r)
+	if rt == nil { // not from serveMITM: cannot happen
+		writeResponse(w, p.refuse(r, nil, failure(http.StatusInternalServerError, "", "", "intercepted request without a route")))
+		return
+	}
+	// A Host (or absolute URL) that differs from the CONNECT authority is
+	// domain fronting: refuse it, or a credential for one host would be sent
+	// to another.
+	if inner, err := rules.ParseDest(r.Host, rt.dest.Port); err != nil || inner != rt.dest {
+		writeResponse(w, p.refuse(r, rt, deny(http.StatusMisdirectedRequest, "",
+			"Host header does not match the CONNECT target "+rt.dest.String())))
+		return
+	}
+	if p.draining.Load() {
+		w.Header().Set("Connection", "close") // end keep-alive tunnels once shutdown has begun
+	}
+	p.pipeline.ServeHTTP(w, r)
+}
+
 // Drain marks the proxy as shutting down (responses then carry Connection:
-// close, ending keep-alive tunnels) and waits until no request is in flight
-// or ctx is done. http.Server.Shutdown does not see hijacked connections, so
-// MITM'd requests are counted here.
+// close, ending keep-alive tunnels), closes idle intercepted connections and
+// waits until no request is in flight or ctx is done. http.Server.Shutdown
+// of the proxy listener does not see hijacked connections.
 func (p *Proxy) Drain(ctx context.Context) error {
 	p.draining.Store(true)
+	if err := p.mitm.Shutdown(ctx); err != nil {
+		return fmt.Errorf("proxy: intercepted connections still open: %w", err)
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for p.inflight.Load() > 0 {
@@ -135,21 +229,33 @@ func (p *Proxy) Drain(ctx context.Context) error {
 	return nil
 }
 
-// Close drops idle upstream connections.
-func (p *Proxy) Close() { p.tr.CloseIdleConnections() }
+// Inflight is the number of upstream requests whose response is still open.
+func (p *Proxy) Inflight() int64 { return p.inflight.Load() }
+
+// Connections is the number of agent connections held: tunnels and
+// intercepted connections.
+func (p *Proxy) Connections() int64 { return p.conns.Load() }
+
+// Limits are the limits in force, after defaults.
+func (p *Proxy) Limits() rules.Limits { return p.limits }
+
+// Close stops the intercepting server and drops idle upstream connections.
+func (p *Proxy) Close() {
+	_ = p.mitm.Close()
+	p.tr.CloseIdleConnections()
+}
 
 // identity names the caller. Until agents authenticate to the proxy it is
 // the sidecar's fixed identity from the config.
 func (p *Proxy) identity(*http.Request) string { return p.cfg.Identity }
 
-// idleHijacker hands goproxy connections that close when idle: after a
-// Hijack, http.Server's deadlines no longer apply.
-type idleHijacker struct {
-	http.ResponseWriter
-	idle time.Duration
-}
+// hijacker hands goproxy connections that still hold any bytes the server
+// read past the CONNECT request, such as an early ClientHello. Idle tunnels
+// are closed by the upstream side's idleConn (dialTunnel); intercepted
+// connections by the intercepting server's timeouts.
+type hijacker struct{ http.ResponseWriter }
 
-func (h idleHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := h.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, fmt.Errorf("proxy: %T cannot hijack", h.ResponseWriter)
@@ -159,8 +265,20 @@ func (h idleHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	return newIdleConn(c, h.idle), rw, nil
+	if n := rw.Reader.Buffered(); n > 0 {
+		early, _ := rw.Reader.Peek(n)
+		c = &prefixConn{Conn: c, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), c)}
+	}
+	return c, bufio.NewReadWriter(bufio.NewReader(c), rw.Writer), nil
 }
+
+// prefixConn replays bytes read ahead before reading the connection.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 type nopObserver struct{}
 

@@ -8,9 +8,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/credproxy/credproxy/rules"
 )
 
 // upstreamRoots is the system pool plus the configured extra roots. There is
@@ -38,8 +42,11 @@ func upstreamRoots(caFiles []string) (*x509.CertPool, error) {
 // one place.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-func defaultDial() DialFunc {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+func defaultDial(timeout time.Duration) DialFunc {
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	return d.DialContext
 }
 
@@ -47,21 +54,118 @@ func defaultDial() DialFunc {
 // with no proxy from the environment (a sidecar whose own HTTPS_PROXY names
 // itself would loop), verified TLS, HTTP/2 where offered (unless http2 is
 // false), and a connection pool sized for an agent that hammers a few APIs.
-func newTransport(roots *x509.CertPool, dial DialFunc, http2 bool) *http.Transport {
+func newTransport(roots *x509.CertPool, dial DialFunc, up rules.Upstream) *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.DialContext = dial
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	tr.ForceAttemptHTTP2 = http2
-	if !http2 {
+	tr.ForceAttemptHTTP2 = up.HTTP2
+	if !up.HTTP2 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // non-nil and empty: HTTP/1.1 only
+	}
+	window := up.StreamWindow
+	if window <= 0 {
+		window = 256 << 10
+	}
+	// HTTP/2 buffers up to the flow-control window per stream: with Go's
+	// default of 4 MiB, 100 streams whose agents stopped reading held 400 MB.
+	tr.HTTP2 = &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     window,
+		MaxReceiveBufferPerConnection: 4 * window,
 	}
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 256
 	tr.IdleConnTimeout = 90 * time.Second
 	tr.TLSHandshakeTimeout = 10 * time.Second
 	tr.ExpectContinueTimeout = time.Second
+	tr.ResponseHeaderTimeout = up.ResponseHeaderTimeout
 	return tr
+}
+
+// errSelfDial is a dial that reached one of credproxy's own listeners.
+var errSelfDial = errors.New("refusing to connect to credproxy's own listener")
+
+// selfSet is credproxy's own listen addresses.
+type selfSet []netip.AddrPort
+
+func newSelfSet(addrs []string) (selfSet, error) {
+	var s selfSet
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: own address %q: %w", a, err)
+		}
+		pn, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: own address %q: %w", a, err)
+		}
+		ip := netip.IPv4Unspecified()
+		if host != "" && host != "localhost" {
+			if ip, err = netip.ParseAddr(host); err != nil {
+				return nil, fmt.Errorf("proxy: own address %q must be an IP: %w", a, err)
+			}
+		} else if host == "localhost" {
+			ip = netip.MustParseAddr("127.0.0.1")
+		}
+		s = append(s, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+	}
+	return s, nil
+}
+
+// guard wraps dial so that a connection that lands on credproxy's own
+// listener is closed before a byte is sent: whatever name the agent used
+// (127.0.0.1, localhost, a DNS name resolving to us), the address reached is
+// what is checked.
+func (s selfSet) guard(dial DialFunc) DialFunc {
+	if len(s) == 0 {
+		return dial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if s.reaches(c) {
+			_ = c.Close()
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errSelfDial}
+		}
+		return c, nil
+	}
+}
+
+func (s selfSet) reaches(c net.Conn) bool {
+	remote, ok := addrPort(c.RemoteAddr())
+	if !ok {
+		return false
+	}
+	local, _ := addrPort(c.LocalAddr())
+	for _, self := range s {
+		if self.Port() != remote.Port() {
+			continue
+		}
+		switch {
+		case self.Addr() == remote.Addr():
+			return true
+		case self.Addr().IsUnspecified() && (remote.Addr().IsLoopback() || remote.Addr() == local.Addr()):
+			return true
+		}
+	}
+	return false
+}
+
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// isTimeout reports a dial, handshake or response-header timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // idleConn closes a hijacked connection that moves no bytes, in either

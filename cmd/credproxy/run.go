@@ -102,12 +102,6 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	defer closeSources()
 	mgr := lease.NewManager(creds, lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
-	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log})
-	if err != nil {
-		return errors.Join(err, mgr.Shutdown(context.Background()))
-	}
-	defer p.Close()
-
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), mgr.Shutdown(context.Background()))
@@ -117,6 +111,16 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		proxyLn.Close()
 		return errors.Join(fmt.Errorf("admin listen %s: %w", cfg.Admin, err), mgr.Shutdown(context.Background()))
 	}
+	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log,
+		Self: []string{proxyLn.Addr().String(), adminLn.Addr().String()}})
+	if err != nil {
+		proxyLn.Close()
+		adminLn.Close()
+		return errors.Join(err, mgr.Shutdown(context.Background()))
+	}
+	defer p.Close()
+	m.WatchLimits(p.Inflight, p.Connections, p.Limits().MaxInflight, p.Limits().MaxConnections)
+
 	var ready atomic.Bool
 	admin := metrics.NewAdminHandler(metrics.AdminOptions{
 		Token:   adminToken,
@@ -131,8 +135,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		Pprof: o.Pprof,
 		Extra: map[string]http.Handler{"/leases": lease.AdminHandler(mgr), "/leases/": lease.AdminHandler(mgr)},
 	})
-	proxySrv := &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	proxySrv := p.Server(log)
 	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- proxySrv.Serve(proxyLn) }()

@@ -1,0 +1,169 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Intercepted connections are served by credproxy's own http.Server, not by
+// goproxy's MITM loop: net/http bounds header bytes (431) and the time to
+// send them, cancels a request's context when its agent hangs up, refuses
+// smuggling (CL+TE, obs-fold, bare LF), and never adds a User-Agent through
+// httputil.ReverseProxy. goproxy still owns CONNECT.
+
+// mitmConn is an agent's connection inside a CONNECT tunnel to a host some
+// rule names, before any TLS: what the CONNECT decided travels with it.
+type mitmConn struct {
+	net.Conn
+	r     *bufio.Reader // holds the peeked first byte
+	route route
+	idle  time.Duration
+}
+
+func (c *mitmConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write gives up on an agent that stops reading: a stream it abandoned must
+// not pin an upstream stream, its buffers and two goroutines for ever.
+func (c *mitmConn) Write(p []byte) (int, error) {
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(p)
+}
+
+// tlsRecordHandshake is the first byte of every TLS ClientHello.
+const tlsRecordHandshake = 0x16
+
+// serveMITM takes an intercepted tunnel from goproxy: it confirms the
+// CONNECT, looks at the first byte to tell TLS from cleartext, and hands the
+// connection to the intercepting server. Cleartext inside a tunnel is served
+// as plain HTTP, so a rule's credential is refused on it like any other
+// request that would leave unencrypted.
+func (p *Proxy) serveMITM(client net.Conn, rt route) {
+	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
+		_ = client.Close()
+		return
+	}
+	c := &mitmConn{Conn: client, r: bufio.NewReader(client), route: rt, idle: p.limits.IdleTimeout}
+	_ = client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
+	first, err := c.r.Peek(1)
+	_ = client.SetReadDeadline(time.Time{})
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	var conn net.Conn = c
+	if first[0] == tlsRecordHandshake {
+		c.route.scheme = "https"
+		conn = tls.Server(c, p.tlsConfigFor(rt.dest.Host))
+	} else {
+		c.route.scheme = "http"
+	}
+	p.mitmQueue.push(conn)
+}
+
+// tlsConfigFor serves the agent a leaf for the CONNECT host, whatever SNI it
+// sends: a client that asks for another name fails its own verification.
+func (p *Proxy) tlsConfigFor(host string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert, err := p.leaves.get(host)
+			if err != nil {
+				p.log.Error("mint leaf certificate", "host", host, "err", err)
+			}
+			return cert, err
+		},
+	}
+}
+
+// routeOfConn recovers the route of an intercepted connection.
+func routeOfConn(c net.Conn) (route, bool) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	mc, ok := c.(*mitmConn)
+	if !ok {
+		return route{}, false
+	}
+	return mc.route, true
+}
+
+// newMITMServer is the server for every intercepted connection.
+func (p *Proxy) newMITMServer() *http.Server {
+	return &http.Server{
+		Handler:           http.HandlerFunc(p.serveIntercepted),
+		ReadHeaderTimeout: p.limits.HeaderTimeout,
+		IdleTimeout:       p.limits.IdleTimeout,
+		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if rt, ok := routeOfConn(c); ok {
+				return context.WithValue(ctx, routeKey{}, &rt)
+			}
+			return ctx
+		},
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				p.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				p.conns.Add(-1)
+			}
+		},
+	}
+}
+
+// connQueue is a net.Listener fed by serveMITM instead of accept(2).
+type connQueue struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue() *connQueue {
+	return &connQueue{ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *connQueue) push(c net.Conn) {
+	select {
+	case q.ch <- c:
+	case <-q.done:
+		_ = c.Close()
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return queueAddr{} }
+
+type queueAddr struct{}
+
+func (queueAddr) Network() string { return "mitm" }
+func (queueAddr) String() string  { return "intercepted" }
+
+// serveQueue runs the intercepting server until the queue is closed.
+func (p *Proxy) serveQueue() {
+	if err := p.mitm.Serve(p.mitmQueue); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		p.log.Error("intercepting server stopped", "err", err)
+	}
+}

@@ -1,0 +1,322 @@
+package proxy
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/metrics"
+	"github.com/credproxy/credproxy/rules"
+)
+
+// Request outcomes, the `outcome` label of credproxy_requests_total.
+const (
+	outcomeInjected    = metrics.OutcomeInjected    // a rule matched and its credential went out
+	outcomePassthrough = metrics.OutcomePassthrough // intercepted host, no rule for this path/method
+	outcomeTunnelled   = metrics.OutcomeTunnelled   // CONNECT passed through untouched
+	outcomeDenied      = metrics.OutcomeDenied      // refused by policy (403, 421, 400)
+	outcomeError       = metrics.OutcomeError       // credential or upstream failure (502)
+)
+
+// PurposeHeader lets an agent say why it makes a request; it goes to the
+// audit trail and is stripped before the request leaves.
+const PurposeHeader = "X-Credproxy-Purpose"
+
+// route is where one request goes: the destination credproxy dials (the
+// CONNECT authority or the absolute URL's host, never a Host header), the
+// scheme it leaves with, and who asked. It is fixed before any request in a
+// tunnel is read and shared by all of them, so it is never mutated.
+type route struct {
+	dest     rules.Dest
+	scheme   string // "https": TLS that credproxy verifies; "http": cleartext
+	identity string
+}
+
+type routeKey struct{}
+
+func routeOf(r *http.Request) *route {
+	rt, _ := r.Context().Value(routeKey{}).(*route)
+	return rt
+}
+
+// decision is what the rules say about one request: pass it on untouched
+// (rule nil), or inject rule's credential, held in ticket.
+type decision struct {
+	rule   *rules.Rule
+	ticket lease.Ticket
+	use    lease.Use
+}
+
+// newPipeline is the one path every request takes, plain HTTP and
+// intercepted alike: decide → send → respond. httputil.ReverseProxy does the
+// HTTP plumbing (hop-by-hop headers, trailers, upgrades, flushing every write
+// so SSE and NDJSON stream, no User-Agent of its own, redirects never
+// followed); exchange does the deciding.
+func (p *Proxy) newPipeline() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			rt := routeOf(pr.In)
+			// Dial what was matched, in its normalised spelling; the path and
+			// query are left exactly as the agent sent them, which is what
+			// the rules matched.
+			pr.Out.URL.Scheme = rt.scheme
+			pr.Out.URL.Host = authority(rt.dest, rt.scheme)
+			pr.Out.Host = ""
+		},
+		Transport:     roundTripFunc(p.exchange),
+		FlushInterval: -1,
+		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// Only reached when copying a response already begun failed, or
+			// on an upgrade the upstream broke: nothing is left to count.
+			p.log.Debug("response copy failed", "dest", routeOf(r).dest.String(), "err", upstreamErrorText(err))
+			if r.Context().Err() == nil {
+				w.WriteHeader(http.StatusBadGateway)
+			}
+		},
+	}
+}
+
+// authority is dest as a URL host: the port is left out when it is the
+// scheme's default, as a client would send it.
+func authority(d rules.Dest, scheme string) string {
+	if (scheme == "https" && d.Port == 443) || (scheme == "http" && d.Port == 80) {
+		if strings.Contains(d.Host, ":") {
+			return "[" + d.Host + "]"
+		}
+		return d.Host
+	}
+	return d.String()
+}
+
+// exchange is the pipeline's RoundTripper: it always returns a response,
+// turning every failure into a JSON refusal.
+func (p *Proxy) exchange(req *http.Request) (*http.Response, error) {
+	rt := routeOf(req)
+	start := time.Now()
+	d, ref := p.decide(req, rt)
+	if ref != nil {
+		return p.refuse(req, rt, ref), nil
+	}
+	return p.send(req, rt, d, start), nil
+}
+
+// decide applies the rules to req. On an injection the credential is already
+// in req when it returns.
+func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
+	purpose := cleanPurpose(req.Header.Get(PurposeHeader), p.limits.MaxPurposeBytes)
+	req.Header.Del(PurposeHeader)
+	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
+		// A CONNECT inside a tunnel would open a second tunnel from
+		// credproxy's address; TRACE echoes the request, credential included.
+		return decision{}, deny(http.StatusForbidden, "", req.Method+" is not forwarded by credproxy")
+	}
+	rule, err := p.cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
+	if errors.Is(err, rules.ErrAmbiguousPath) {
+		// An upstream may decode %2F or resolve .. after we matched: what it
+		// routes on must be what we matched.
+		return decision{}, deny(http.StatusForbidden, "", "the path has encoded separators or dot-segments, which credproxy does not forward to "+rt.dest.String())
+	}
+	if rule == nil {
+		if p.cfg.Unmatched == rules.UnmatchedDeny {
+			return decision{}, deny(http.StatusForbidden, "",
+				fmt.Sprintf("no rule allows %s %s%s and unmatched is deny", req.Method, rt.dest, req.URL.EscapedPath()))
+		}
+		return decision{}, nil
+	}
+	if rt.scheme != "https" && !rule.AllowPlaintext {
+		return decision{}, deny(http.StatusForbidden, rule.Name,
+			fmt.Sprintf("rule %q sends its credential only over TLS that credproxy verifies: use https://", rule.Name))
+	}
+	if purpose == "" {
+		purpose = rule.Purpose
+	}
+	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose}}
+	if d.ticket, err = p.creds.Get(req.Context(), rule.Credential, rt.identity, d.use); err != nil {
+		p.log.Warn("credential unavailable", "rule", rule.Name, "credential", rule.Credential, "err", p.echo.scrub(rt.dest, err.Error()))
+		return decision{}, failure(http.StatusBadGateway, rule.Name, rule.Credential, lease.PublicMessage(err))
+	}
+	if err := rule.Apply(req, valuesOf(d.ticket)); err != nil {
+		return decision{}, failure(http.StatusBadGateway, rule.Name, rule.Credential,
+			fmt.Sprintf("credential %q could not be injected", rule.Credential))
+	}
+	p.echo.remember(rt.dest, injectedValues(req, rule, d.ticket)...)
+	return d, nil
+}
+
+// send does the upstream round trip and masks what comes back.
+func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) *http.Response {
+	name, outcome := "", outcomePassthrough
+	if d.rule != nil {
+		name, outcome = d.rule.Name, outcomeInjected
+	}
+	if !p.acquireSlot() {
+		return p.refuse(req, rt, failure(http.StatusServiceUnavailable, name, "",
+			fmt.Sprintf("credproxy already has %d requests in flight (limits.maxInflight)", p.limits.MaxInflight)))
+	}
+	s := p.echo.scrubber(rt.dest)
+	if !s.Empty() {
+		// The transport then negotiates gzip and decodes it, so masking sees
+		// plain bytes: an agent-chosen encoding could hide an echoed value.
+		req.Header.Del("Accept-Encoding")
+		req = withMaskedInformational(req, s)
+	}
+	resp, err := p.tr.RoundTrip(req)
+	if err != nil {
+		p.releaseSlot()
+		return p.refuse(req, rt, p.upstreamRefusal(req, rt, name, err))
+	}
+	p.obs.UpstreamDuration(name, time.Since(start))
+	if d.rule != nil && resp.StatusCode == http.StatusUnauthorized {
+		p.creds.Unauthorized(d.ticket, d.use)
+	}
+	if ref := maskResponse(resp, s); ref != nil {
+		resp.Body.Close()
+		p.releaseSlot()
+		ref.rule = name
+		return p.refuse(req, rt, ref)
+	}
+	p.obs.Request(name, outcome, resp.StatusCode)
+	switch {
+	case d.rule == nil && p.cfg.Intercepts(rt.dest):
+		// Often a rule too narrow for what the agent does (git's POST to
+		// git-upload-pack under a GET-only rule): say so where it is seen.
+		p.log.Info("request to a ruled host sent without a credential", "dest", rt.dest.String(),
+			"method", req.Method, "path", req.URL.EscapedPath(), "status", resp.StatusCode)
+	case p.log.Enabled(req.Context(), slog.LevelDebug): // the arguments cost allocations on every request
+		p.log.Debug("request", "rule", name, "dest", rt.dest.String(), "method", req.Method,
+			"path", req.URL.EscapedPath(), "status", resp.StatusCode, "outcome", outcome,
+			"lease_id", d.ticket.LeaseID, "duration_ms", time.Since(start).Milliseconds())
+	}
+	return p.track(resp)
+}
+
+// upstreamRefusal maps a transport error to a refusal.
+func (p *Proxy) upstreamRefusal(req *http.Request, rt *route, rule string, err error) *refusal {
+	switch {
+	case errors.Is(err, errSelfDial):
+		return deny(http.StatusForbidden, rule, rt.dest.String()+" is credproxy itself; it does not proxy to its own listeners")
+	case req.Context().Err() != nil:
+		return failure(499, rule, "", "the agent went away") // nobody reads this
+	}
+	msg := "upstream " + rt.dest.String() + ": "
+	var oe *net.OpError
+	switch {
+	case isTimeout(err):
+		msg = "upstream timed out: " + rt.dest.String() + ": "
+	case errors.As(err, &oe) && oe.Op == "dial", strings.Contains(err.Error(), "dial"):
+		msg = "upstream unreachable: " + rt.dest.String() + ": "
+	}
+	return failure(http.StatusBadGateway, rule, "", msg+p.echo.scrub(rt.dest, upstreamErrorText(err)))
+}
+
+// refuse turns a refusal into its response, counting and logging it: the one
+// place that does, so no path forgets.
+func (p *Proxy) refuse(req *http.Request, rt *route, r *refusal) *http.Response {
+	p.obs.Request(r.rule, r.outcome, r.status)
+	dest := ""
+	if rt != nil {
+		dest = rt.dest.String()
+	}
+	p.log.Info("request refused", "rule", r.rule, "dest", dest, "method", req.Method,
+		"path", req.URL.EscapedPath(), "status", r.status, "outcome", r.outcome, "reason", r.reason)
+	return errorResponse(req, r)
+}
+
+// valuesOf is what a rule's template renders from a ticket.
+func valuesOf(t lease.Ticket) rules.Values { return rules.Values{Value: t.Value, Data: t.Data} }
+
+// injectedValues lists what credproxy just put into req for rule: the
+// credential's value and fields, the rendered slot, and a Basic slot's
+// user:pass, each of which an upstream might echo back in some encoding.
+func injectedValues(req *http.Request, rule *rules.Rule, t lease.Ticket) []string {
+	vals := make([]string, 0, 3+len(t.Data))
+	vals = append(vals, t.Value)
+	for _, v := range t.Data {
+		vals = append(vals, v)
+	}
+	slot := ""
+	if rule.Inject.Header != "" {
+		slot = req.Header.Get(rule.Inject.Header)
+	} else if rule.Inject.Query != "" {
+		slot = req.URL.Query().Get(rule.Inject.Query)
+	}
+	if slot != "" {
+		vals = append(vals, slot)
+		if b, ok := strings.CutPrefix(slot, "Basic "); ok {
+			if up, err := base64.StdEncoding.DecodeString(b); err == nil {
+				vals = append(vals, string(up))
+			}
+		}
+	}
+	return vals
+}
+
+// cleanPurpose bounds an agent's purpose text and drops control characters:
+// it goes into one audit line, which must stay one line and small.
+func cleanPurpose(s string, maxLen int) string {
+	if s == "" {
+		return ""
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			continue
+		}
+		if b.Len()+len(string(r)) > maxLen {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// track counts req as in flight until its response body is closed, so Drain
+// can wait for it and the maxInflight slot is returned.
+func (p *Proxy) track(resp *http.Response) *http.Response {
+	p.inflight.Add(1)
+	done := func() { p.inflight.Add(-1); p.releaseSlot() }
+	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
+		done() // an upgraded connection is not a request to drain
+		return resp
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	return resp
+}
+
+func (p *Proxy) acquireSlot() bool {
+	select {
+	case p.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *Proxy) releaseSlot() { <-p.slots }
+
+// doneBody calls done once, when the body is closed.
+type doneBody struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
