@@ -69,10 +69,9 @@ func newTransport(roots *x509.CertPool, dial DialFunc, up rules.Upstream) *http.
 	}
 	// HTTP/2 buffers up to the flow-control window per stream: with Go's
 	// default of 4 MiB, 100 streams whose agents stopped reading held 400 MB.
-	tr.HTTP2 = &http.HTTP2Config{
-		MaxReceiveBufferPerStream:     window,
-		MaxReceiveBufferPerConnection: 4 * window,
-	}
+	// The connection's window stays large: streams share it, and a small one
+	// would let a few stalled streams starve every other on the connection.
+	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: window}
 	tr.MaxIdleConns = 1024
 	tr.MaxIdleConnsPerHost = 256
 	tr.IdleConnTimeout = 90 * time.Second
