@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,38 +79,84 @@ func TestDomainFrontingSNI(t *testing.T) {
 	}
 }
 
-// TestSmugglingRefused sends malformed framings: each gets 400 and the
-// upstream receives nothing at all.
-func TestSmugglingRefused(t *testing.T) {
-	cases := map[string]func(h string) string{
-		"CL+TE": func(h string) string {
-			return "POST /v1/x HTTP/1.1\r\nHost: " + h + "\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/smuggled HTTP/1.1\r\nHost: " + h + "\r\n\r\n"
-		},
-		"two Content-Lengths": func(h string) string {
-			return "POST /v1/x HTTP/1.1\r\nHost: " + h + "\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello"
-		},
+// TestSmuggling sends ambiguous framings. credproxy parses each request with
+// Go's net/http server and writes it upstream afresh, so the upstream never
+// parses the agent's bytes: what it receives is what credproxy decided.
+//   - two different Content-Lengths: 400, nothing forwarded;
+//   - CL+TE: the body is the chunked one (RFC 9112 §6.3: Content-Length is
+//     removed), and the request "smuggled" behind it is a request of its
+//     own, decided on its own: naming another host, it gets 421 and reaches
+//     no upstream;
+//   - obs-fold and bare LF: the upstream receives one request with canonical
+//     framing, never a header split into a second request.
+func TestSmuggling(t *testing.T) {
+	t.Run("two Content-Lengths", func(t *testing.T) {
+		p, up, _ := smuggleProc(t, "127.77.7.4")
+		a := p.tlsTunnel(t, up.addr, up.ip)
+		a.write(t, "POST /v1/x HTTP/1.1\r\nHost: "+up.addr+"\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\nhello")
+		resp, body, err := a.response(t)
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("expected 400, got %v %v %q", status(resp), err, trunc(body))
+		}
+		if n := len(up.seen()); n != 0 {
+			t.Errorf("expected no request upstream, it got %d: %v", n, uris(up.seen()))
+		}
+	})
+	t.Run("CL+TE", func(t *testing.T) {
+		p, up, other := smuggleProc(t, "127.77.7.5")
+		a := p.tlsTunnel(t, up.addr, up.ip)
+		smuggled := "GET /v1/smuggled HTTP/1.1\r\nHost: " + other.addr + "\r\nConnection: close\r\n\r\n"
+		a.write(t, "POST /v1/x HTTP/1.1\r\nHost: "+up.addr+"\r\nContent-Length: "+strconv.Itoa(5+len(smuggled))+
+			"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+smuggled)
+		first, _, err := a.response(t)
+		if err != nil || first.StatusCode != 200 {
+			t.Fatalf("the chunked POST: expected 200, got %v %v", status(first), err)
+		}
+		second, body, err := a.response(t)
+		if err != nil || second.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("the request behind it, naming %s: expected 421, got %v %v %q", other.addr, status(second), err, trunc(body))
+		}
+		seen := up.seen()
+		if len(seen) != 1 || seen[0].URI != "/v1/x" || seen[0].Body != "" || len(other.seen()) != 0 {
+			t.Errorf("expected one POST /v1/x with an empty body at %s and nothing at %s; saw %v (body %q) and %v",
+				up.addr, other.addr, uris(seen), bodies(seen), uris(other.seen()))
+		}
+	})
+	for name, req := range map[string]func(h string) string{
 		"obs-fold": func(h string) string {
-			return "GET /v1/x HTTP/1.1\r\nHost: " + h + "\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n"
+			return "GET /v1/x HTTP/1.1\r\nHost: " + h + "\r\nX-Folded: a\r\n GET /v1/split HTTP/1.1\r\nConnection: close\r\n\r\n"
 		},
 		"bare LF": func(h string) string {
-			return "GET /v1/x HTTP/1.1\nHost: " + h + "\nConnection: close\n\n"
+			return "GET /v1/x HTTP/1.1\nHost: " + h + "\nX-Lf: a\rGET /v1/split HTTP/1.1\nConnection: close\n\n"
 		},
-	}
-	for name, build := range cases {
+	} {
 		t.Run(name, func(t *testing.T) {
-			p, up, _ := smuggleProc(t, "127.77.7.4")
+			p, up, _ := smuggleProc(t, "127.77.7.6")
 			a := p.tlsTunnel(t, up.addr, up.ip)
-			a.write(t, build(up.addr))
+			a.write(t, req(up.addr))
 			resp, body, err := a.response(t)
 			a.rest(2 * time.Second)
-			if err != nil || resp.StatusCode != http.StatusBadRequest {
-				t.Errorf("%s: expected 400, got %v %v %q", name, status(resp), err, trunc(body))
+			if err == nil && resp.StatusCode != 200 && resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("expected 200 (parsed and re-framed) or 400, got %v %q", status(resp), trunc(body))
 			}
-			if n := len(up.seen()); n != 0 {
-				t.Errorf("%s: expected no request upstream, it got %d: %v", name, n, uris(up.seen()))
+			for _, r := range up.seen() {
+				if r.URI != "/v1/x" {
+					t.Errorf("the upstream parsed a second request out of a header: %v", uris(up.seen()))
+				}
+			}
+			if n := len(up.seen()); n > 1 {
+				t.Errorf("expected at most one request upstream, got %d: %v", n, uris(up.seen()))
 			}
 		})
 	}
+}
+
+func bodies(rs []seenReq) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Body)
+	}
+	return out
 }
 
 func TestPipelinedHostSwitch(t *testing.T) {
