@@ -114,18 +114,3 @@ func BenchmarkMaskResponse(b *testing.B) {
 		})
 	}
 }
-
-// chunkReader returns at most n bytes per Read.
-type chunkReader struct {
-	b []byte
-	n int
-}
-
-func (r *chunkReader) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	k := copy(p[:min(len(p), r.n)], r.b)
-	r.b = r.b[k:]
-	return k, nil
-}
