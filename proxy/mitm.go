@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,17 +24,28 @@ import (
 // rule names, before any TLS: what the CONNECT decided travels with it.
 type mitmConn struct {
 	net.Conn
-	r     *bufio.Reader // holds the peeked first byte
-	route route
-	idle  time.Duration
+	r       *bufio.Reader // holds the peeked first byte
+	route   route
+	idle    time.Duration
+	renewed atomic.Int64 // unix nanoseconds when the write deadline was last set
 }
 
-func (c *mitmConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *mitmConn) Read(p []byte) (int, error) {
+	if c.r.Buffered() == 0 {
+		return c.Conn.Read(p) // the peeked byte is gone: skip a copy
+	}
+	return c.r.Read(p)
+}
 
 // Write gives up on an agent that stops reading: a stream it abandoned must
-// not pin an upstream stream, its buffers and two goroutines for ever.
+// not pin an upstream stream, its buffers and two goroutines for ever. The
+// deadline moves at most every idle/8, not on every write.
 func (c *mitmConn) Write(p []byte) (int, error) {
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	now := time.Now()
+	if last := c.renewed.Load(); now.UnixNano()-last > int64(c.idle/8) {
+		c.renewed.Store(now.UnixNano())
+		_ = c.Conn.SetWriteDeadline(now.Add(c.idle))
+	}
 	return c.Conn.Write(p)
 }
 

@@ -58,9 +58,9 @@ type decision struct {
 
 // newPipeline is the one path every request takes, plain HTTP and
 // intercepted alike: decide → send → respond. httputil.ReverseProxy does the
-// HTTP plumbing (hop-by-hop headers, trailers, upgrades, flushing every write
-// so SSE and NDJSON stream, no User-Agent of its own, redirects never
-// followed); exchange does the deciding.
+// HTTP plumbing (hop-by-hop headers, trailers, upgrades, flushing streams
+// event by event, no User-Agent of its own, redirects never followed);
+// exchange does the deciding.
 func (p *Proxy) newPipeline() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -72,8 +72,11 @@ func (p *Proxy) newPipeline() *httputil.ReverseProxy {
 			pr.Out.URL.Host = authority(rt.dest, rt.scheme)
 			pr.Out.Host = ""
 		},
-		Transport:     roundTripFunc(p.exchange),
-		FlushInterval: -1,
+		Transport: roundTripFunc(p.exchange),
+		// 0: ReverseProxy flushes every write of a stream (text/event-stream,
+		// or no Content-Length: NDJSON, chunked) and buffers a response of
+		// known length into as few TLS records and syscalls as it can.
+		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			// Only reached when copying a response already begun failed, or

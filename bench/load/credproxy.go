@@ -53,8 +53,12 @@ func buildCredproxy(ctx context.Context, dir string) (string, error) {
 // a fast 502 (connection refused).
 func writeConfig(dir, upstreamAddr, upstreamCA string, hosts []string) (string, error) {
 	var b strings.Builder
+	// The admin API (pprof included) needs a bearer token.
+	if err := os.WriteFile(filepath.Join(dir, "admin-token"), []byte(adminToken), 0o600); err != nil {
+		return "", err
+	}
 	fmt.Fprintf(&b, `listen: 127.0.0.1:0
-admin: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: %[1]s/admin-token}
 identity: bench
 ca: {cert: %[1]s/credproxy-ca.pem, key: %[1]s/credproxy-ca-key.pem}
 upstream: {caFiles: [%[2]s]}
@@ -77,6 +81,9 @@ rules:
 	file := filepath.Join(dir, "rules.yaml")
 	return file, os.WriteFile(file, []byte(b.String()), 0o600)
 }
+
+// adminToken is the bench's admin API token: a test value, on loopback only.
+const adminToken = "bench-admin-token-0123456789abcdef"
 
 // startCredproxy runs `credproxy run` with the key in its environment and
 // waits for its "credproxy started" log line, which names the bound ports.
@@ -221,7 +228,12 @@ func (p *credproxyProc) profile(file string, seconds int) error {
 // saveProfile saves /debug/pprof/<name> (profile, allocs, heap, …) to file.
 func (p *credproxyProc) saveProfile(file, name string) error {
 	c := &http.Client{Timeout: 2 * time.Minute}
-	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/%s", p.admin, name))
+	req, err := http.NewRequest("GET", fmt.Sprintf("http://%s/debug/pprof/%s", p.admin, name), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
