@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // ErrInject marks a rule whose injection could not run on a request, such as
@@ -38,11 +39,21 @@ func (e *ConfigError) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Field != "" {
-		b.WriteString(e.Field)
+		b.WriteString(oneLine(e.Field))
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Msg)
+	b.WriteString(oneLine(e.Msg))
 	return b.String()
+}
+
+// oneLine escapes control characters (a key spelled with a CR or newline in
+// it), so that every problem stays one FILE:LINE: line.
+func oneLine(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 // ConfigErrors is every problem found in one file, in line order: Load

@@ -29,7 +29,7 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 # Each fuzz target for a short, bounded time beyond its committed corpus
 # (the corpus itself already ran as seeds above). CREDPROXY_FUZZTIME=0 skips.
-fuzztime="${CREDPROXY_FUZZTIME:-15s}"
+fuzztime="${CREDPROXY_FUZZTIME:-10s}"
 if [ "$fuzztime" != 0 ]; then
 	for target in rules:FuzzParse rules:FuzzMatch rules:FuzzParseDest \
 		internal/secret:FuzzScrubberBody internal/secret:FuzzScrubberString; do
