@@ -343,3 +343,33 @@ func percentAll(s string) string {
 	}
 	return b.String()
 }
+
+// upstream.connectTo dials another address but still verifies the upstream
+// against the name the rule matched.
+func TestConnectToKeepsTheNameForVerification(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
+	p := newPKI(t, t.TempDir())
+	up := startUpstream(t, p, true, okHandler) // its leaf names api.example.test
+	cfg := strings.Replace(baseConfig, `upstream: {caFiles: ["{{UPSTREAM_CA}}"]}`,
+		`upstream: {caFiles: ["{{UPSTREAM_CA}}"], connectTo: {"api.example.test:443": "`+addrOf(up.Server)+`", "wrong.example.test:443": "`+addrOf(up.Server)+`"}}`, 1)
+	cfg += `  - {name: wrong, hosts: [wrong.example.test], credential: api, inject: {header: Authorization, value: "Bearer {{ .Value }}"}}` + "\n"
+	e := startProxyWith(t, p, cfg, nil, func(o *proxy.Options) { o.Dial = (&net.Dialer{}).DialContext })
+	resp, err := e.client(e.ca).Get("https://api.example.test/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(up.seen()) != 1 || up.seen()[0].Header.Get("Authorization") != "Bearer "+testKey {
+		t.Fatalf("via connectTo: status %d, upstream saw %d requests", resp.StatusCode, len(up.seen()))
+	}
+	// The same address under a name its certificate does not carry fails
+	// verification: connectTo never weakens TLS.
+	resp, err = e.client(e.ca).Get("https://wrong.example.test/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || len(up.seen()) != 1 {
+		t.Errorf("a name the upstream's certificate lacks: status %d and %d upstream requests, want 502 and still 1", resp.StatusCode, len(up.seen()))
+	}
+}

@@ -112,7 +112,7 @@ func New(o Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.dial = self.guard(dial)
+	p.dial = self.guard(connectTo(dial, o.Config.Upstream.ConnectTo))
 	p.tr = newTransport(roots, p.dial, o.Config.Upstream)
 	if p.leaves, err = newLeafCache(o.CA, o.Config.CertCacheSize, p.obs); err != nil {
 		return nil, err

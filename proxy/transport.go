@@ -81,6 +81,23 @@ func newTransport(roots *x509.CertPool, dial DialFunc, up rules.Upstream) *http.
 	return tr
 }
 
+// connectTo dials the address upstream.connectTo names for addr, if any.
+// The transport still verifies the upstream's certificate against the name
+// in the URL, so a remapped destination must prove it is that name.
+func connectTo(dial DialFunc, to map[string]string) DialFunc {
+	if len(to) == 0 {
+		return dial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if d, err := rules.ParseDest(addr, 0); err == nil {
+			if mapped, ok := to[d.String()]; ok {
+				addr = mapped
+			}
+		}
+		return dial(ctx, network, addr)
+	}
+}
+
 // errSelfDial is a dial that reached one of credproxy's own listeners.
 var errSelfDial = errors.New("refusing to connect to credproxy's own listener")
 

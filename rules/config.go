@@ -63,6 +63,11 @@ type Upstream struct {
 	DialTimeout           time.Duration // to connect to an upstream (TCP and TLS), default 10s
 	ResponseHeaderTimeout time.Duration // from request sent to response headers, default 5m
 	StreamWindow          int           // bytes buffered per upstream HTTP/2 stream, default 256 KiB
+	// ConnectTo dials another address for a destination, keeping its name
+	// for TLS verification, like curl's --connect-to: "host:port" →
+	// "ip:port". For tests that run fake upstreams on real API names, and
+	// split-horizon networks. Keys are normalised Dest strings.
+	ConnectTo map[string]string
 }
 
 // Audit says where lease events go.

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"net/netip"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -35,7 +36,7 @@ const (
 
 // upstream decodes the `upstream:` block.
 func (l *loader) upstream(n *yaml.Node) Upstream {
-	f := l.fields(n, "upstream", "caFiles", "http2", "dialTimeout", "responseHeaderTimeout", "streamWindow")
+	f := l.fields(n, "upstream", "caFiles", "http2", "dialTimeout", "responseHeaderTimeout", "streamWindow", "connectTo")
 	u := Upstream{
 		HTTP2:                 l.boolean(f["http2"], "upstream.http2", true),
 		DialTimeout:           l.duration(f["dialTimeout"], "upstream.dialTimeout", DefaultDialTimeout),
@@ -49,7 +50,38 @@ func (l *loader) upstream(n *yaml.Node) Upstream {
 		}
 		u.CAFiles = append(u.CAFiles, l.abs(p))
 	}
+	u.ConnectTo = l.connectTo(f["connectTo"])
 	return u
+}
+
+// connectTo decodes `upstream.connectTo`: {"host:port": "ip:port"}. Keys
+// are normalised like every destination; values must be IP literals, so a
+// remapped name cannot be remapped again by DNS.
+func (l *loader) connectTo(n *yaml.Node) map[string]string {
+	es := l.entries(n, "upstream.connectTo")
+	if len(es) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(es))
+	for _, e := range es {
+		from, err := ParseDest(e.key, 0)
+		if err != nil {
+			l.errf(e.field, "key must be host:port: %v", err)
+			continue
+		}
+		v, _ := l.scalar(e.value, e.field)
+		to, err := ParseDest(v, 0)
+		if err != nil {
+			l.errf(e.field, "value must be ip:port: %v", err)
+			continue
+		}
+		if _, err := netip.ParseAddr(to.Host); err != nil {
+			l.errf(e.field, "value must be an IP literal and port, not %q", v)
+			continue
+		}
+		out[from.String()] = to.String()
+	}
+	return out
 }
 
 // limits decodes the `limits:` block.
