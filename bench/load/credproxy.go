@@ -6,43 +6,25 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 // credproxyProc is credproxy running as a separate process, so its CPU time
 // and memory can be read from /proc without counting the load generator.
 type credproxyProc struct {
-	cmd      *exec.Cmd
-	pid      int
+	child    *proctest.Proc
 	proxyURL *url.URL
-	admin    string // host:port of the admin listener
 	roots    *x509.CertPool
 	audit    string // file holding its stdout: the audit trail
-	errors   chan int
-	exited   chan error
-}
-
-// buildCredproxy compiles cmd/credproxy into dir. The load runs inside the
-// module, so the package path resolves against it.
-func buildCredproxy(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "credproxy")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/credproxy/credproxy/cmd/credproxy")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("go build credproxy: %w", err)
-	}
-	return bin, nil
 }
 
 // benchConfig is the rules file. Hosts are IP literals on loopback, so
@@ -88,7 +70,7 @@ const adminToken = "bench-admin-token-0123456789abcdef"
 // startCredproxy runs `credproxy run` with the key in its environment and
 // waits for its "credproxy started" log line, which names the bound ports.
 func startCredproxy(bin, cfgFile, dir, name, key string, pprof bool) (*credproxyProc, error) {
-	args := []string{"run", "--config", cfgFile}
+	var args []string
 	if pprof {
 		args = append(args, "--pprof")
 	}
@@ -98,31 +80,13 @@ func startCredproxy(bin, cfgFile, dir, name, key string, pprof bool) (*credproxy
 		return nil, err
 	}
 	defer out.Close() // the child holds its own descriptor
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "BENCH_API_KEY="+key)
-	cmd.Stdout = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the bench
-	stderr, err := cmd.StderrPipe()
+	child, err := proctest.Start(proctest.Options{Bin: bin, Config: cfgFile, Args: args,
+		Env: append(os.Environ(), "BENCH_API_KEY="+key), Stdout: out, Stderr: &errorEcho{},
+		StartTimeout: 15 * time.Second})
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start credproxy: %w", err)
-	}
-	p := &credproxyProc{cmd: cmd, pid: cmd.Process.Pid, audit: audit, errors: make(chan int, 1), exited: make(chan error, 1)}
-	ready := make(chan [2]string, 1)
-	go p.readLog(stderr, ready)
-	go func() { p.exited <- cmd.Wait() }()
-	select {
-	case addrs := <-ready:
-		p.proxyURL = &url.URL{Scheme: "http", Host: addrs[0]}
-		p.admin = addrs[1]
-	case err := <-p.exited:
-		return nil, fmt.Errorf("credproxy exited at start: %v", err)
-	case <-time.After(15 * time.Second):
-		p.stop()
-		return nil, errors.New("credproxy did not log \"credproxy started\" within 15s")
-	}
+	p := &credproxyProc{child: child, proxyURL: &url.URL{Scheme: "http", Host: child.ProxyAddr()}, audit: audit}
 	pem, err := os.ReadFile(filepath.Join(dir, "credproxy-ca.pem"))
 	if err != nil {
 		p.stop()
@@ -133,91 +97,30 @@ func startCredproxy(bin, cfgFile, dir, name, key string, pprof bool) (*credproxy
 	return p, nil
 }
 
-// readLog scans credproxy's JSON log: it reports the bound addresses, and
-// when the log ends, how many ERROR records it held (echoed to our stderr).
-func (p *credproxyProc) readLog(r io.Reader, ready chan<- [2]string) {
-	errs := 0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var rec struct{ Msg, Level, Listen, Admin string }
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue // the "export HTTPS_PROXY=…" banner
-		}
-		switch {
-		case rec.Msg == "credproxy started":
-			ready <- [2]string{rec.Listen, rec.Admin}
-		case rec.Level == "ERROR":
-			errs++
-			if errs <= 5 {
-				fmt.Fprintf(os.Stderr, "credproxy: %s\n", sc.Bytes())
-			}
-		}
+// errorEcho copies the first five ERROR records of credproxy's log, which
+// proctest hands it a line at a time, to our stderr.
+type errorEcho struct{ n int }
+
+func (e *errorEcho) Write(line []byte) (int, error) {
+	var rec struct{ Level string }
+	if e.n < 5 && json.Unmarshal(line, &rec) == nil && rec.Level == "ERROR" {
+		e.n++
+		fmt.Fprintf(os.Stderr, "credproxy: %s\n", bytes.TrimSpace(line))
 	}
-	p.errors <- errs
+	return len(line), nil
 }
 
 // stop sends SIGTERM (drain, revoke leases, exit 0) and kills it after 15s.
 // It returns the number of ERROR log records.
 func (p *credproxyProc) stop() int {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-	select {
-	case n := <-p.errors:
-		return n
-	case <-time.After(time.Second):
-		return 0
-	}
+	_ = p.child.Stop(15 * time.Second)
+	return p.child.ErrorLogs()
 }
 
-// procCPU is a process's user+system CPU time so far. /proc/PID/stat counts
-// it in clock ticks, which are 1/100 s on Linux (USER_HZ).
-func procCPU(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the ")" closing the command name start at field 3 (state);
-	// utime and stime are fields 14 and 15.
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
-}
-
-// memory returns VmRSS and VmHWM (peak RSS) in MiB from /proc/PID/status.
+// memory returns VmRSS and VmHWM (peak RSS) in MiB.
 func (p *credproxyProc) memory() (rss, peak float64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
-			continue
-		}
-		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status %s: %w", p.pid, k, err)
-		}
-		if k == "VmRSS" {
-			rss = kb / 1024
-		} else {
-			peak = kb / 1024
-		}
-	}
-	return rss, peak, nil
+	r, pk, err := proctest.Memory(p.child.PID())
+	return float64(r) / (1 << 20), float64(pk) / (1 << 20), err
 }
 
 // profile saves a CPU profile of seconds from the admin listener's pprof.
@@ -227,44 +130,29 @@ func (p *credproxyProc) profile(file string, seconds int) error {
 
 // saveProfile saves /debug/pprof/<name> (profile, allocs, heap, …) to file.
 func (p *credproxyProc) saveProfile(file, name string) error {
-	c := &http.Client{Timeout: 2 * time.Minute}
-	req, err := http.NewRequest("GET", fmt.Sprintf("http://%s/debug/pprof/%s", p.admin, name), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	status, body, err := p.child.Admin(ctx, "GET", "/debug/pprof/"+name, adminToken)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
+	if status != http.StatusOK {
+		return fmt.Errorf("pprof: status %d", status)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("pprof: %s", resp.Status)
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return os.WriteFile(file, body, 0o644)
 }
 
 // metric returns the value of an unlabelled metric from /metrics, or -1.
 func (p *credproxyProc) metric(name string) float64 {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + p.admin + "/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, body, err := p.child.Admin(ctx, "GET", "/metrics", "")
 	if err != nil {
 		return -1
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
 				return f
 			}
 		}

@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"os"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 type options struct {
@@ -82,7 +84,7 @@ func run(o options) (*report, error) {
 	}
 	defer up.close()
 	step("building credproxy")
-	bin, err := buildCredproxy(ctx, dir)
+	bin, err := proctest.Build(ctx, dir)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 // firstResult is n agents' first requests for one credential, all at once,
@@ -131,14 +133,14 @@ type cpuUse struct{ proxy, load time.Duration }
 
 // measureCPU runs f and returns the CPU time spent meanwhile.
 func measureCPU(p *credproxyProc, f func()) (cpuUse, error) {
-	p0, err1 := procCPU(p.pid)
-	l0, err2 := procCPU(os.Getpid())
+	p0, err1 := proctest.CPU(p.child.PID())
+	l0, err2 := proctest.CPU(os.Getpid())
 	if err := errors.Join(err1, err2); err != nil {
 		return cpuUse{}, err
 	}
 	f()
-	p1, err1 := procCPU(p.pid)
-	l1, err2 := procCPU(os.Getpid())
+	p1, err1 := proctest.CPU(p.child.PID())
+	l1, err2 := proctest.CPU(os.Getpid())
 	return cpuUse{proxy: p1 - p0, load: l1 - l0}, errors.Join(err1, err2)
 }
 
