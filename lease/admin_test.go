@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -69,5 +70,42 @@ func TestAdminRevokeStoreFailure(t *testing.T) {
 	}
 	if e := h.events()[1]; e["reason"] != "manual" || e["error"] != "vault: connection refused" {
 		t.Fatalf("lease.revoked = %v, want reason manual with the store's error", e)
+	}
+}
+
+// /leases says whom a lease serves (identity: its scope, "" when shared) and
+// who acquired and last used it, as the audit trail does.
+func TestAdminListShowsWhoAcquired(t *testing.T) {
+	for _, perIdentity := range []bool{false, true} {
+		p := policy
+		p.PerIdentity = perIdentity
+		h := newHarness(t, p)
+		h.get("agent-a")
+		h.get("agent-b")
+		var infos []lease.Info
+		rec := serve(h, http.MethodGet, "/leases")
+		if err := json.Unmarshal(rec.Body.Bytes(), &infos); err != nil {
+			t.Fatalf("GET /leases = %s: %v", rec.Body.String(), err)
+		}
+		for _, f := range []string{`"acquired_by":"agent-a"`, `"last_used_by"`, `"identity"`} {
+			if !strings.Contains(rec.Body.String(), f) {
+				t.Errorf("per-identity %v: GET /leases = %s, want it to hold %s", perIdentity, rec.Body.String(), f)
+			}
+		}
+		type who struct{ Identity, AcquiredBy, LastUsedBy string }
+		var got []who
+		for _, in := range infos {
+			got = append(got, who{in.Identity, in.AcquiredBy, in.LastUsedBy})
+		}
+		want := []who{{"", "agent-a", "agent-b"}}
+		if perIdentity {
+			want = []who{{"agent-a", "agent-a", "agent-a"}, {"agent-b", "agent-b", "agent-b"}}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("per-identity %v: leases (identity, acquired_by, last_used_by) = %v, want %v", perIdentity, got, want)
+		}
+		if e := h.events()[0]; e["event"] != "lease.created" || e["identity"] != "agent-a" {
+			t.Errorf("per-identity %v: first audit event = %v, want lease.created for agent-a", perIdentity, e)
+		}
 	}
 }

@@ -90,6 +90,7 @@ type lease struct {
 	deadline  time.Time // issued + MaxTTL; zero when the policy has no MaxTTL
 	capped    bool      // the store granted less than asked: its TTL is a hard deadline
 
+	acquiredBy   string // the identity whose request acquired it
 	lastUsed     time.Time
 	lastIdentity string
 	lastUse      Use
@@ -112,7 +113,7 @@ func newLeaseID() string {
 func newLease(c *credEntry, key scopeKey, g Grant, now time.Time, identity string, u Use) *lease {
 	l := &lease{
 		id: newLeaseID(), cred: c, key: key, issued: now, state: stateActive,
-		lastUsed: now, lastIdentity: identity, lastUse: u,
+		acquiredBy: identity, lastUsed: now, lastIdentity: identity, lastUse: u,
 	}
 	if c.Policy.MaxTTL > 0 {
 		l.deadline = now.Add(c.Policy.MaxTTL)
@@ -204,7 +205,7 @@ func (l *lease) use(now time.Time, identity string, u Use) Ticket {
 func (l *lease) info() Info {
 	return Info{
 		ID: l.id, SourceLeaseID: l.meta.SourceLeaseID, Credential: l.cred.Name,
-		Source: l.cred.SourceName, Identity: l.key.identity,
+		Source: l.cred.SourceName, Identity: l.key.identity, AcquiredBy: l.acquiredBy, LastUsedBy: l.lastIdentity,
 		Issued: l.issued.UTC(), Expires: l.expires.UTC(), LastUsed: l.lastUsed.UTC(),
 		Renewals: l.renewals, State: l.state,
 	}

@@ -65,16 +65,23 @@ type Ticket struct {
 
 // Info describes a held lease for the admin view. It has no value.
 type Info struct {
-	ID            string    `json:"id"`
-	SourceLeaseID string    `json:"source_lease_id,omitempty"`
-	Credential    string    `json:"credential"`
-	Source        string    `json:"source"`
-	Identity      string    `json:"identity"` // "" for a shared lease
-	Issued        time.Time `json:"issued"`
-	Expires       time.Time `json:"expires"`
-	LastUsed      time.Time `json:"last_used"`
-	Renewals      int       `json:"renewals"`
-	State         string    `json:"state"` // active, renewing, rotating or retrying
+	ID            string `json:"id"`
+	SourceLeaseID string `json:"source_lease_id,omitempty"`
+	Credential    string `json:"credential"`
+	Source        string `json:"source"`
+	// Identity is the lease's scope: the caller it belongs to under
+	// `scope: identity`, "" for a lease shared by every caller.
+	Identity string `json:"identity"`
+	// AcquiredBy is the caller whose request acquired the lease (the
+	// identity of its lease.created event); LastUsedBy the caller of its
+	// latest use, whom its later audit events name.
+	AcquiredBy string    `json:"acquired_by"`
+	LastUsedBy string    `json:"last_used_by"`
+	Issued     time.Time `json:"issued"`
+	Expires    time.Time `json:"expires"`
+	LastUsed   time.Time `json:"last_used"`
+	Renewals   int       `json:"renewals"`
+	State      string    `json:"state"` // active, renewing, rotating or retrying
 }
 
 // Manager holds at most one live lease per credential scope. It is safe for

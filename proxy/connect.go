@@ -38,7 +38,13 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 		ctx.Resp = p.refuse(ctx.Req, nil, deny(http.StatusBadRequest, "", "bad CONNECT target: "+err.Error()))
 		return rejectConnect, host
 	}
-	rt := &route{dest: dest, identity: p.identity(ctx.Req)}
+	id, ref := p.identify(ctx.Req)
+	if ref != nil {
+		ctx.Resp = p.refuse(ctx.Req, &route{dest: dest}, ref)
+		return rejectConnect, host
+	}
+	// Every request in the tunnel is this caller's: the identity is on the route.
+	rt := &route{dest: dest, identity: id}
 	if n := p.conns.Load(); n >= int64(p.limits.MaxConnections) {
 		ctx.Resp = p.refuse(ctx.Req, rt, failure(http.StatusServiceUnavailable, "", "",
 			fmt.Sprintf("credproxy already holds %d connections (limits.maxConnections)", n)))

@@ -129,6 +129,12 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 		// routes on must be what we matched.
 		return decision{}, deny(http.StatusForbidden, "", "the path has encoded separators or dot-segments, which credproxy does not forward to "+rt.dest.String())
 	}
+	if errors.Is(err, rules.ErrIdentity) {
+		// Never pass it on uncredentialed as if no rule named it: the caller
+		// would take the upstream's 401 for a bad key, not a missing grant.
+		return decision{}, deny(http.StatusForbidden, rule.Name,
+			fmt.Sprintf("rule %q is not for identity %q", rule.Name, rt.identity))
+	}
 	if rule == nil {
 		if p.cfg.Unmatched == rules.UnmatchedDeny {
 			return decision{}, deny(http.StatusForbidden, "",
@@ -196,7 +202,7 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 		p.log.Info("request to a ruled host sent without a credential", "dest", rt.dest.String(),
 			"method", req.Method, "path", req.URL.EscapedPath(), "status", resp.StatusCode)
 	case p.log.Enabled(req.Context(), slog.LevelDebug): // the arguments cost allocations on every request
-		p.log.Debug("request", "rule", name, "dest", rt.dest.String(), "method", req.Method,
+		p.log.Debug("request", "rule", name, "dest", rt.dest.String(), "identity", rt.identity, "method", req.Method,
 			"path", req.URL.EscapedPath(), "status", resp.StatusCode, "outcome", outcome,
 			"lease_id", d.ticket.LeaseID, "duration_ms", time.Since(start).Milliseconds())
 	}
@@ -226,11 +232,11 @@ func (p *Proxy) upstreamRefusal(req *http.Request, rt *route, rule string, err e
 // place that does, so no path forgets.
 func (p *Proxy) refuse(req *http.Request, rt *route, r *refusal) *http.Response {
 	p.obs.Request(r.rule, r.outcome, r.status)
-	dest := ""
+	dest, identity := "", ""
 	if rt != nil {
-		dest = rt.dest.String()
+		dest, identity = rt.dest.String(), rt.identity
 	}
-	p.log.Info("request refused", "rule", r.rule, "dest", dest, "method", req.Method,
+	p.log.Info("request refused", "rule", r.rule, "dest", dest, "identity", identity, "method", req.Method,
 		"path", req.URL.EscapedPath(), "status", r.status, "outcome", r.outcome, "reason", r.reason)
 	return errorResponse(req, r)
 }

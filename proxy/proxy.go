@@ -176,7 +176,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "", "bad request target: "+err.Error())))
 			return
 		}
-		rt := &route{dest: dest, scheme: "http", identity: p.identity(r)}
+		id, ref := p.identify(r)
+		if ref != nil {
+			writeResponse(w, p.refuse(r, &route{dest: dest, scheme: "http"}, ref))
+			return
+		}
+		rt := &route{dest: dest, scheme: "http", identity: id}
 		p.pipeline.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 	case r.URL.IsAbs():
 		writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "",
@@ -244,10 +249,6 @@ func (p *Proxy) Close() {
 	_ = p.mitm.Close()
 	p.tr.CloseIdleConnections()
 }
-
-// identity names the caller. Until agents authenticate to the proxy it is
-// the sidecar's fixed identity from the config.
-func (p *Proxy) identity(*http.Request) string { return p.cfg.Identity }
 
 // hijacker hands goproxy connections that still hold any bytes the server
 // read past the CONNECT request, such as an early ClientHello. Idle tunnels

@@ -51,7 +51,7 @@ func BenchmarkMatch1000RulesScan(b *testing.B) {
 		var got *Rule
 		p, _ := requestPath("/repos/x/issues")
 		for _, r := range c.Rules {
-			if r.matchesHost(d) && r.matchesRequest("POST", p, "agent-a") {
+			if r.matchesHost(d) && r.matchesRequest("POST", p) && r.allows("agent-a") {
 				got = r
 				break
 			}

@@ -26,7 +26,7 @@ type Config struct {
 	// AdminTokenFile holds the admin API's bearer token (`admin: {tokenFile:}`),
 	// absolute; "" when none is set. Read it with AdminToken.
 	AdminTokenFile string
-	Identity       string // fixed sidecar identity, default the hostname
+	Identity       string // fixed sidecar identity, default the hostname; unused with Clients
 	CertCacheSize  int    // leaf certificates kept, default 1024
 	Unmatched      Unmatched
 	CA             CA
@@ -38,6 +38,10 @@ type Config struct {
 	Sources     map[string]*Source     // `sources:` by name
 	Credentials map[string]*Credential // `credentials:` by name
 	Rules       []*Rule                // in file order; first match wins
+	// Clients are the agents that authenticate to the proxy (`clients:`), in
+	// file order. When set, every request must carry Proxy-Authorization and
+	// its client's name is the identity; when empty, Identity is.
+	Clients []*Client
 
 	// Warnings are problems that do not stop a start, such as a credential
 	// whose env var is not set: its rule then answers 502 naming it.

@@ -20,6 +20,12 @@ var ErrInject = errors.New("credential injection failed")
 // decided on one reading while the upstream acts on another.
 var ErrAmbiguousPath = errors.New("ambiguous request path")
 
+// ErrIdentity marks a request that a rule would match but for the caller's
+// identity, which the rule's identities do not list. Match returns it with
+// that rule; the proxy answers 403 naming the rule, never forwarding the
+// request uncredentialed as though no rule had named it.
+var ErrIdentity = errors.New("rule not for this identity")
+
 // ConfigError is one problem in a config file, located by line and by the
 // dotted path of the field, like `rules[2].inject.header`.
 type ConfigError struct {

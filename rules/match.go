@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -26,12 +27,16 @@ func (c *Config) Intercepts(d Dest) bool {
 // see requestPath), Match returns an error wrapping ErrAmbiguousPath and the
 // request must be refused, not forwarded. method is compared exactly: HTTP
 // methods are case-sensitive, and a server may treat "get" apart from GET.
+//
+// When no rule matches but one would for another identity, Match returns
+// the first such rule and an error wrapping ErrIdentity: the request must be
+// refused, not passed on without a credential as if no rule named it.
 func (c *Config) Match(d Dest, method, rawPath, identity string) (*Rule, error) {
 	var (
-		best    *Rule
-		p       string
-		checked bool
-		err     error
+		best, other *Rule // other: matches all but the identity
+		p           string
+		checked     bool
+		err         error
 	)
 	c.index.each(d.Host, func(r *Rule) bool {
 		if err != nil || best != nil && r.index >= best.index {
@@ -46,14 +51,23 @@ func (c *Config) Match(d Dest, method, rawPath, identity string) (*Rule, error) 
 				return false
 			}
 		}
-		if r.matchesRequest(method, p, identity) {
+		if !r.matchesRequest(method, p) {
+			return true
+		}
+		if r.allows(identity) {
 			best = r
 			return false
 		}
+		if other == nil || r.index < other.index {
+			other = r
+		}
 		return true
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case best == nil && other != nil:
+		return other, fmt.Errorf("rule %q is not for identity %q: %w", other.Name, identity, ErrIdentity)
 	}
 	return best, nil
 }
@@ -113,12 +127,14 @@ func (r *Rule) matchesHost(d Dest) bool {
 	return false
 }
 
-// matchesRequest checks the method, identity and path (from requestPath).
-func (r *Rule) matchesRequest(method, p, identity string) bool {
+// allows reports whether identity may use r.
+func (r *Rule) allows(identity string) bool {
+	return len(r.Identities) == 0 || contains(r.Identities, identity)
+}
+
+// matchesRequest checks the method and path (from requestPath).
+func (r *Rule) matchesRequest(method, p string) bool {
 	if len(r.Methods) > 0 && !contains(r.Methods, method) {
-		return false
-	}
-	if len(r.Identities) > 0 && !contains(r.Identities, identity) {
 		return false
 	}
 	if len(r.paths) == 0 {

@@ -5,8 +5,12 @@ import (
 	"testing"
 )
 
-// ambiguousPath stands for ErrAmbiguousPath in the tables.
-const ambiguousPath = "<ambiguous>"
+// ambiguousPath stands for ErrAmbiguousPath in the tables; notFor+name for
+// ErrIdentity with that rule.
+const (
+	ambiguousPath = "<ambiguous>"
+	notFor        = "not for identity: "
+)
 
 func TestMatch(t *testing.T) {
 	t.Setenv("CREDPROXY_TEST_MATCH", "match-test-value")
@@ -67,6 +71,12 @@ func TestMatch(t *testing.T) {
 		{"earlier wildcard beats later exact", "a.mix.example.com", "GET", "/", "", "early-wild"},
 		{"later exact when wildcard port misses", "b.mix.example.com:8443", "GET", "/", "", "late-exact"},
 		{"no match", "nothing.example.org", "GET", "/", "", ""},
+		{"identity a on its rule", "idonly.example.com", "GET", "/a/x", "agent-a", "only-a"},
+		{"identity b on a later rule", "idonly.example.com", "GET", "/a/x", "agent-b", "only-b"},
+		{"identity c: first rule it missed", "idonly.example.com", "GET", "/a/x", "agent-c", notFor + "only-a"},
+		{"identity a outside its paths", "idonly.example.com", "GET", "/b", "agent-a", notFor + "only-b"},
+		{"no identity", "idonly.example.com", "GET", "/b", "", notFor + "only-b"},
+		{"identity miss, path ambiguous", "idonly.example.com", "GET", "/a/../b", "agent-c", ambiguousPath},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,8 +89,10 @@ func TestMatch(t *testing.T) {
 			switch {
 			case errors.Is(err, ErrAmbiguousPath) && r == nil:
 				got = ambiguousPath
+			case errors.Is(err, ErrIdentity) && r != nil:
+				got = notFor + r.Name
 			case err != nil:
-				t.Fatalf("Match(%v, %s, %q, %q) = %v, %v; want a rule or ErrAmbiguousPath alone", d, tt.method, tt.path, tt.identity, r, err)
+				t.Fatalf("Match(%v, %s, %q, %q) = %v, %v; want a rule, ErrAmbiguousPath alone or ErrIdentity with a rule", d, tt.method, tt.path, tt.identity, r, err)
 			case r != nil:
 				got = r.Name
 			}
@@ -88,7 +100,7 @@ func TestMatch(t *testing.T) {
 				t.Errorf("Match(%v, %s, %q, %q) = %q, want %q", d, tt.method, tt.path, tt.identity, got, tt.want)
 			}
 			// Intercepts must hold whenever a rule matches.
-			if tt.want != "" && tt.want != ambiguousPath && !c.Intercepts(d) {
+			if got != "" && got != ambiguousPath && !c.Intercepts(d) {
 				t.Errorf("Intercepts(%v) = false, but rule %q matches", d, tt.want)
 			}
 		})

@@ -36,6 +36,7 @@ func (l *loader) validate(c *Config) {
 		l.checkCredential(c, c.Credentials[name])
 	}
 	l.checkRules(c)
+	l.checkClients(c)
 }
 
 // inFileOrder lists m's keys by line, so that warnings come out in file order.
