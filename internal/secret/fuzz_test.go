@@ -18,7 +18,7 @@ func FuzzScrubberBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, secret string, seed uint64, form uint16) {
 		// Size caps keep each run fast: holding back a tail costs the longest
 		// form's length per read, and the fuzzer reads in tiny chunks.
-		if len(secret) < MinLen || len(secret) > 64 || len(body) > 4<<10 {
+		if len(secret) < MinLen || len(secret) > 64 || len(body) > 4<<10 || isOwnMask(secret) {
 			t.Skip()
 		}
 		s := NewScrubber(secret)
@@ -59,7 +59,7 @@ func FuzzScrubberString(f *testing.F) {
 	f.Add("url=https://x/?k=user%3Apass+word", "user:pass word")
 	f.Add("plain text", "sk-test-abcdefgh")
 	f.Fuzz(func(t *testing.T, msg, secret string) {
-		if len(secret) < MinLen || len(secret) > 64 || len(msg) > 4<<10 {
+		if len(secret) < MinLen || len(secret) > 64 || len(msg) > 4<<10 || isOwnMask(secret) {
 			t.Skip()
 		}
 		s := NewScrubber(secret)
@@ -97,6 +97,14 @@ func survived(in, out, e string) bool {
 			return true
 		}
 	}
+}
+
+// isOwnMask reports a secret that masking leaves as it was ("********"):
+// nothing can tell its mask from it, and nothing needs to.
+func isOwnMask(secret string) bool {
+	m := []byte(secret)
+	mask(m)
+	return string(m) == secret
 }
 
 func stars(s string) string { return strings.ReplaceAll(s, Redacted, "**********") }
