@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 // maxDuration is the hard cap on -duration.
@@ -83,7 +85,7 @@ func run(o options, logw io.Writer) (*report, error) {
 	}
 	defer up.close()
 	step("building credproxy")
-	bin, err := buildCredproxy(ctx, dir)
+	bin, err := proctest.Build(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func startWithFallback(bin, dir string, up *upstream, tokenFile, key, token stri
 		return nil, err
 	}
 	p, err := startCredproxy(bin, cfg, dir, key, token)
-	if !errors.Is(err, errExitedAtStart) {
+	if !errors.Is(err, proctest.ErrExited) {
 		return p, err
 	}
 	if cfg, err = writeConfig(dir, up.addr, up.caFile, tokenFile, true); err != nil {

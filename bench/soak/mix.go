@@ -131,7 +131,7 @@ const placeholder = "Bearer placeholder"
 func newEnv(p *proc, upAddr string, scan *secretScan) *soakEnv {
 	client := func(keepAlive bool) *http.Client {
 		tr := &http.Transport{
-			Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: p.proxyAddr}),
+			Proxy:               http.ProxyURL(&url.URL{Scheme: "http", Host: p.child.ProxyAddr()}),
 			TLSClientConfig:     &tls.Config{RootCAs: p.roots},
 			MaxIdleConnsPerHost: 16,
 			DisableKeepAlives:   !keepAlive,
@@ -141,7 +141,7 @@ func newEnv(p *proc, upAddr string, scan *secretScan) *soakEnv {
 	}
 	big := fmt.Sprintf("GET /v1/chat HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\nX-Big: %s\r\n\r\n",
 		upAddr, placeholder, strings.Repeat("a", 1<<20))
-	return &soakEnv{proxyAddr: p.proxyAddr, upAddr: upAddr, base: "https://" + upAddr, roots: p.roots,
+	return &soakEnv{proxyAddr: p.child.ProxyAddr(), upAddr: upAddr, base: "https://" + upAddr, roots: p.roots,
 		keep: client(true), fresh: client(false), scan: scan, bigRequest: []byte(big)}
 }
 
