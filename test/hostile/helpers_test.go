@@ -7,23 +7,24 @@ package hostile
 
 import (
 	"bufio"
-	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
+	"github.com/credproxy/credproxy/internal/testutil"
 )
 
 // Test secrets. The query key holds characters that percent-encoding
@@ -51,13 +52,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	_, self, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(self), "..", "..")
-	binPath = filepath.Join(dir, "credproxy")
-	build := exec.Command("go", "build", "-o", binPath, "./cmd/credproxy")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "hostile: go build ./cmd/credproxy: %v\n%s", err, out)
+	if binPath, err = proctest.Build(context.Background(), dir); err != nil {
+		fmt.Fprintln(os.Stderr, "hostile:", err)
 		return 1
 	}
 	if upstreamCA, err = newTestCA(dir); err != nil {
@@ -82,15 +78,13 @@ type procOpts struct {
 type proc struct {
 	t                    *testing.T
 	dir                  string
-	cmd                  *exec.Cmd
-	stdout, stderr       *syncBuf
+	child                *proctest.Proc
+	stdout, stderr       *testutil.SyncBuffer
 	proxyAddr, adminAddr string
 	caFile               string
 	secrets              []string
-	exited               chan struct{}
 	poolOnce             sync.Once
 	pool                 *x509.CertPool
-	waitErr              error
 
 	mu       sync.Mutex
 	received []capture   // bytes clients and admin calls received
@@ -108,7 +102,7 @@ type capture struct {
 func startProc(t *testing.T, o procOpts) *proc {
 	t.Helper()
 	dir := t.TempDir()
-	p := &proc{t: t, dir: dir, stdout: &syncBuf{}, stderr: &syncBuf{}, exited: make(chan struct{}),
+	p := &proc{t: t, dir: dir, stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{},
 		secrets: append([]string{adminToken}, o.Secrets...)}
 	for _, v := range o.Env {
 		p.secrets = append(p.secrets, v)
@@ -124,20 +118,19 @@ func startProc(t *testing.T, o procOpts) *proc {
 	cfg := strings.NewReplacer("{{DIR}}", dir, "{{UPCA}}", upstreamCA.certFile).Replace(base + o.YAML)
 	cfgFile := filepath.Join(dir, "credproxy.yaml")
 	writeFile(t, cfgFile, cfg)
-	args := []string{"run", "--config", cfgFile, "--log-format", "json", "--log-level", "debug"}
+	args := []string{"--log-format", "json", "--log-level", "debug"}
 	if o.Pprof {
 		args = append(args, "--pprof")
 	}
-	p.cmd = exec.Command(binPath, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	p.cmd.Env = childEnv(o.Env)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start credproxy: %v", err)
+	var err error
+	p.child, err = proctest.Start(proctest.Options{Bin: binPath, Config: cfgFile, Args: args, Dir: dir,
+		Env: childEnv(o.Env), Stdout: p.stdout, Stderr: p.stderr})
+	if err != nil {
+		p.scanAll()
+		t.Fatalf("%v; expected a \"credproxy started\" log line.\nconfig:\n%s\nstderr:\n%s", err, cfg, p.stderr.String())
 	}
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
+	p.proxyAddr, p.adminAddr = p.child.ProxyAddr(), p.child.AdminAddr()
 	t.Cleanup(p.finish)
-	p.waitStarted(cfg)
 	return p
 }
 
@@ -155,29 +148,6 @@ func childEnv(secrets map[string]string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// waitStarted parses the "credproxy started" log line for the bound
-// addresses.
-func (p *proc) waitStarted(cfg string) {
-	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range strings.Split(p.stderr.String(), "\n") {
-			var rec struct{ Msg, Listen, Admin string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "credproxy started" && rec.Listen != "" {
-				p.proxyAddr, p.adminAddr = rec.Listen, rec.Admin
-				return
-			}
-		}
-		select {
-		case <-p.exited:
-			p.t.Fatalf("credproxy exited before starting (%v); expected a \"credproxy started\" log line.\nconfig:\n%s\nstderr:\n%s",
-				p.waitErr, cfg, p.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	p.t.Fatalf("credproxy logged no \"credproxy started\" line within 30s; stderr:\n%s", p.stderr.String())
 }
 
 // record keeps bytes a client received for the final secret scan.
@@ -202,31 +172,21 @@ func (p *proc) recordAs(key any, where string, b []byte) {
 	p.received = append(p.received, c)
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
 // finish fetches /metrics and /leases, stops the process with SIGTERM and
 // checks the exit status, the audit trail and every capture for secrets.
 func (p *proc) finish() {
 	t := p.t
-	select {
-	case <-p.exited:
-		t.Errorf("credproxy exited before the test ended (%v); expected it to keep running.\nstderr tail:\n%s", p.waitErr, tail(p.stderr.String(), 3000))
-	default:
-		for _, path := range []string{"/metrics", "/leases"} {
-			if status, body, err := p.admin("GET", path, true); err == nil {
-				p.record("admin "+path+" "+strconv.Itoa(status), body)
-			}
+	for _, path := range []string{"/metrics", "/leases"} {
+		if status, body, err := p.admin("GET", path, true); err == nil {
+			p.record("admin "+path+" "+strconv.Itoa(status), body)
 		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(40 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("credproxy did not exit within 40s of SIGTERM; expected a drained, clean exit")
-		}
-		if p.waitErr != nil {
-			t.Errorf("credproxy exit after SIGTERM: %v; expected status 0.\nstderr tail:\n%s", p.waitErr, tail(p.stderr.String(), 3000))
+	}
+	err := p.child.Stop(40 * time.Second)
+	if errors.Is(err, proctest.ErrExited) {
+		t.Errorf("%v; expected it to keep running until the test ended.\nstderr tail:\n%s", err, tail(p.stderr.String(), 3000))
+	} else {
+		if err != nil {
+			t.Errorf("credproxy stop: %v; expected a drained exit with status 0 within 40s of SIGTERM.\nstderr tail:\n%s", err, tail(p.stderr.String(), 3000))
 		}
 		p.checkRevoked()
 	}
@@ -280,38 +240,13 @@ func (p *proc) scanAll() {
 
 // admin calls the admin listener directly, with or without the token.
 func (p *proc) admin(method, path string, token bool) (int, []byte, error) {
-	req, err := http.NewRequest(method, "http://"+p.adminAddr+path, nil)
-	if err != nil {
-		return 0, nil, err
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tok := ""
 	if token {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		tok = adminToken
 	}
-	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, body, err
-}
-
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return p.child.Admin(ctx, method, path, tok)
 }
 
 func writeFile(t *testing.T, path, data string) {

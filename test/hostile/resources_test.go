@@ -2,15 +2,16 @@ package hostile
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 // TestCancelledRequestsReleased: 100 agents whose upstream never answers
@@ -204,37 +205,29 @@ func connectStatus(p *proc, target, tlsHost string) int {
 	return st
 }
 
-// rss is the process's resident set in bytes.
+// rss is the process's resident set in bytes, or -1.
 func (p *proc) rss() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.pid()))
+	rss, _, err := proctest.Memory(p.child.PID())
 	if err != nil {
 		return -1
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
-		}
-	}
-	return -1
+	return rss
 }
 
+// fds is the process's open file descriptors, or -1.
 func (p *proc) fds() int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.pid()))
+	n, err := proctest.FDs(p.child.PID())
 	if err != nil {
 		return -1
 	}
-	return len(ents)
+	return n
 }
 
-// goroutines reads the total from /debug/pprof/goroutine (needs --pprof).
+// goroutines reads the total from /debug/pprof/goroutine (needs --pprof), or -1.
 func (p *proc) goroutines() int {
-	status, body, err := p.admin("GET", "/debug/pprof/goroutine?debug=1", true)
-	if err != nil || status != 200 {
-		return -1
-	}
-	line, _, _ := strings.Cut(string(body), "\n")
-	n, err := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := p.child.Goroutines(ctx, adminToken)
 	if err != nil {
 		return -1
 	}
