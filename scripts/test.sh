@@ -17,6 +17,23 @@ if ! python3 -c 'import requests' 2>/dev/null; then
 	apt-get update -qq && apt-get install -y -qq python3-requests
 	export CREDPROXY_PYTHON=/usr/bin/python3
 fi
+# test/clients: Debian's python3 with httpx and websocket-client, git (its
+# http-backend), and the Node SDKs pinned in test/clients/node.
+missing=()
+for mod in requests:python3-requests httpx:python3-httpx websocket:python3-websocket; do
+	/usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
+done
+[ -x "$(git --exec-path 2>/dev/null)/git-http-backend" ] || missing+=(git)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "== installing ${missing[*]}"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+node_lock=test/clients/node/package-lock.json
+if ! cmp -s "$node_lock" test/clients/node/node_modules/.package-lock.json.ci 2>/dev/null; then
+	echo "== npm ci (test/clients/node)"
+	npm ci --prefix test/clients/node --no-audit --no-fund --loglevel=error >/dev/null
+	cp "$node_lock" test/clients/node/node_modules/.package-lock.json.ci
+fi
 
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './test/*'))
