@@ -44,6 +44,12 @@ type procOpts struct {
 // environment and the public CA as its system roots.
 func startProc(t *testing.T, o procOpts) *proc {
 	t.Helper()
+	return startProcEnv(t, o)
+}
+
+// startProcEnv is startProc with more variables in credproxy's environment.
+func startProcEnv(t *testing.T, o procOpts, env ...string) *proc {
+	t.Helper()
 	dir := t.TempDir()
 	p := &proc{t: t, dir: dir, exited: make(chan struct{}),
 		cfgFile: filepath.Join(dir, "credproxy.yaml"), caFile: filepath.Join(caDir, "ca.pem"),
@@ -68,6 +74,7 @@ upstream:
 	writeFile(t, p.cfgFile, cfg)
 	p.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "SSL_CERT_FILE=" + p.rootsFile,
 		"CP_OPENAI_KEY=" + openaiKey, "CP_ANTHROPIC_KEY=" + anthropicKey, "CP_GITHUB_KEY=" + githubKey}
+	p.env = append(p.env, env...)
 	p.cmd = exec.Command(binPath, "run", "--config", p.cfgFile, "--log-format", "json")
 	p.cmd.Dir, p.cmd.Env = dir, p.env
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.errb
