@@ -1,5 +1,5 @@
 // Command credproxy is a sidecar forward proxy that holds credentials so AI
-// agents never do. Subcommands: run, check, ca, version.
+// agents never do. Subcommands: run, check, ca, env, exec, version.
 package main
 
 import (
@@ -25,6 +25,11 @@ commands:
   run      --config FILE   run the proxy (default config: $CREDPROXY_CONFIG or rules.yaml)
   check    --config FILE   validate a config and print its rules
   ca       --config FILE   print the CA certificate path, creating the CA if absent
+  env      --config FILE [--format sh|dotenv|json] [--shell fish] [--client NAME] [--install-node]
+                           print the environment an agent needs to use the proxy
+  exec     --config FILE [--client NAME] [--with-proxy] -- CMD ARGS...
+                           run an agent with that environment, its credential variables
+                           replaced by a placeholder (--with-proxy: run the proxy too)
   version                  print the version
 `
 
@@ -48,6 +53,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args, stdout, stderr)
 	case "ca":
 		return cmdCA(args, stdout, stderr)
+	case "env":
+		return cmdEnv(args, stdout, stderr)
+	case "exec":
+		return cmdExec(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "credproxy", version)
 		return 0

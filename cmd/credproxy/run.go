@@ -143,7 +143,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	ready.Store(true)
 	log.Info("credproxy started", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
 		"rules", len(cfg.Rules), "ca", cfg.CA.Cert, "version", version)
-	printBanner(o.Banner, proxyLn.Addr().String(), cfg.CA.Cert)
+	printBanner(o.Banner, cfg, proxyLn.Addr().String(), adminLn.Addr().String())
 	if o.Ready != nil {
 		o.Ready(proxyLn.Addr().String(), adminLn.Addr().String())
 	}
@@ -191,12 +191,16 @@ func openAudit(cfg *rules.Config, fallback io.Writer) (io.Writer, func(), error)
 	return f, func() { _ = f.Close() }, nil
 }
 
-func printBanner(w io.Writer, addr, caFile string) {
+// printBanner prints what `credproxy env` would for this running proxy.
+func printBanner(w io.Writer, cfg *rules.Config, proxyAddr, adminAddr string) {
 	if w == nil {
 		return
 	}
-	fmt.Fprintf(w, `credproxy is listening on %[1]s. Point an agent at it:
-  export HTTPS_PROXY=http://%[1]s HTTP_PROXY=http://%[1]s
-  export SSL_CERT_FILE=%[2]s REQUESTS_CA_BUNDLE=%[2]s NODE_EXTRA_CA_CERTS=%[2]s
-`, addr, caFile)
+	e, err := buildAgentEnv(cfg, proxyAddr, adminAddr, nil)
+	if err != nil {
+		fmt.Fprintf(w, "credproxy is listening on %s; the agent environment failed: %v\n", proxyAddr, err)
+		return
+	}
+	fmt.Fprintf(w, "credproxy is listening on %s. Point an agent at it (or run it with credproxy exec -- CMD):\n", proxyAddr)
+	_ = writeEnv(w, "sh", e)
 }
