@@ -9,12 +9,15 @@
 package clients
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/credproxy/credproxy/internal/proctest"
 )
 
 // Real keys the fake upstreams expect; no client output may hold them.
@@ -50,11 +53,8 @@ func runMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	_, self, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Join(filepath.Dir(self), "..", "..")
-	binPath = filepath.Join(dir, "credproxy")
-	build := exec.Command("go", "build", "-o", binPath, "./cmd/credproxy")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "clients: go build ./cmd/credproxy: %v\n%s", err, out)
+	if binPath, err = proctest.Build(context.Background(), dir); err != nil {
+		fmt.Fprintln(os.Stderr, "clients:", err)
 		return 1
 	}
 	caDir = filepath.Join(dir, "credproxy-ca")

@@ -4,18 +4,19 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/proctest"
+	"github.com/credproxy/credproxy/internal/testutil"
 )
 
 // proc is a running credproxy process.
@@ -27,10 +28,8 @@ type proc struct {
 	rootsFile string // what credproxy reads as the system roots (SSL_CERT_FILE)
 	proxyAddr string
 	env       []string // credproxy's own environment
-	cmd       *exec.Cmd
-	out, errb syncBuf
-	exited    chan struct{}
-	waitErr   error
+	child     *proctest.Proc
+	out, errb testutil.SyncBuffer
 }
 
 // procOpts: Upstreams are reached through upstream.connectTo on their real
@@ -51,7 +50,7 @@ func startProc(t *testing.T, o procOpts) *proc {
 func startProcEnv(t *testing.T, o procOpts, env ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
-	p := &proc{t: t, dir: dir, exited: make(chan struct{}),
+	p := &proc{t: t, dir: dir,
 		cfgFile: filepath.Join(dir, "credproxy.yaml"), caFile: filepath.Join(caDir, "ca.pem"),
 		rootsFile: filepath.Join(dir, "system-roots.pem")}
 	writeFile(t, p.rootsFile, readFile(t, publicCA.certFile))
@@ -75,15 +74,15 @@ upstream:
 	p.env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "SSL_CERT_FILE=" + p.rootsFile,
 		"CP_OPENAI_KEY=" + openaiKey, "CP_ANTHROPIC_KEY=" + anthropicKey, "CP_GITHUB_KEY=" + githubKey}
 	p.env = append(p.env, env...)
-	p.cmd = exec.Command(binPath, "run", "--config", p.cfgFile, "--log-format", "json")
-	p.cmd.Dir, p.cmd.Env = dir, p.env
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.errb
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start credproxy: %v", err)
+	var err error
+	p.child, err = proctest.Start(proctest.Options{Bin: binPath, Config: p.cfgFile, Args: []string{"--log-format", "json"},
+		Dir: dir, Env: p.env, Stdout: &p.out, Stderr: &p.errb})
+	if err != nil {
+		noKey(t, "credproxy stdout (audit)", p.out.String())
+		noKey(t, "credproxy stderr (logs)", p.errb.String())
+		t.Fatalf("%v; expected a \"credproxy started\" log line.\nconfig:\n%s\nstderr:\n%s", err, cfg, p.errb.String())
 	}
-	go func() { p.waitErr = p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(p.stop)
-	p.waitStarted(cfg)
 	return p
 }
 
@@ -99,36 +98,15 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func (p *proc) waitStarted(cfg string) {
-	p.t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		if strings.Contains(p.errb.String(), `"msg":"credproxy started"`) {
-			return
-		}
-		select {
-		case <-p.exited:
-			p.t.Fatalf("credproxy exited before starting (%v); expected a \"credproxy started\" log line.\nconfig:\n%s\nstderr:\n%s",
-				p.waitErr, cfg, p.errb.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	p.t.Fatalf("credproxy logged no \"credproxy started\" line within 30s; stderr:\n%s", p.errb.String())
-}
-
 // stop sends SIGTERM and checks that credproxy's own output holds no key.
 func (p *proc) stop() {
-	select {
-	case <-p.exited:
-		p.t.Errorf("credproxy exited during the test (%v); stderr tail:\n%s", p.waitErr, tail(p.errb.String()))
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(30 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-			p.t.Errorf("credproxy did not exit within 30s of SIGTERM")
-		}
+	err := p.child.Stop(30 * time.Second)
+	var exit *exec.ExitError
+	switch {
+	case errors.Is(err, proctest.ErrExited):
+		p.t.Errorf("%v; expected it to keep running until the test ended.\nstderr tail:\n%s", err, tail(p.errb.String()))
+	case err != nil && !errors.As(err, &exit): // its exit status after SIGTERM is not checked
+		p.t.Errorf("%v", err)
 	}
 	noKey(p.t, "credproxy stdout (audit)", p.out.String())
 	noKey(p.t, "credproxy stderr (logs)", p.errb.String())
@@ -205,7 +183,7 @@ type client struct {
 // waits at most 60 s and returns stdout+stderr; the output may hold no key.
 func (c *client) run(t *testing.T) (string, error) {
 	t.Helper()
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	c.cmd.Stderr = &stderr
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -272,25 +250,6 @@ func noKey(t *testing.T, where, s string) {
 		}
 	}
 }
-
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var _ io.Writer = (*syncBuf)(nil)
 
 func writeFile(t *testing.T, path, data string) {
 	t.Helper()
