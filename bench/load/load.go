@@ -74,10 +74,17 @@ type httpLoad struct {
 	auth    string
 	workers int
 	dur     time.Duration
-	max     int // 0: no limit but dur
+	max     int  // 0: no limit but dur
+	keep    bool // keep idle connections afterwards (for interleaved rounds)
 }
 
 func (l httpLoad) run() result {
+	lat, errs, elapsed, firstErr := l.collect()
+	return summarize(l.name, lat, errs, elapsed, firstErr)
+}
+
+// collect runs the loop and returns every successful request's latency.
+func (l httpLoad) collect() (lat []time.Duration, errors int, elapsed time.Duration, firstError string) {
 	var (
 		mu       sync.Mutex
 		all      []time.Duration
@@ -113,8 +120,11 @@ func (l httpLoad) run() result {
 		})
 	}
 	wg.Wait()
-	l.client.CloseIdleConnections()
-	return summarize(l.name, all, errs, time.Since(start), firstErr)
+	elapsed = time.Since(start)
+	if !l.keep {
+		l.client.CloseIdleConnections()
+	}
+	return all, errs, elapsed, firstErr
 }
 
 func (l httpLoad) once() error {

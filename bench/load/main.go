@@ -5,6 +5,7 @@
 // listener is on 127.0.0.1 and every loop is bounded. See docs/benchmarks.md.
 //
 //	go run ./bench/load [-duration 5s] [-workers 8] [-json FILE] [-cpuprofile FILE]
+//	go run ./bench/load -compare   # direct, bare goproxy, credproxy h1 and h2, interleaved
 package main
 
 import (
@@ -31,6 +32,8 @@ type options struct {
 	jsonFile   string
 	cpuProfile string
 	memProfile string
+	compare    bool
+	rounds     int
 }
 
 func main() {
@@ -44,9 +47,11 @@ func main() {
 	flag.StringVar(&o.jsonFile, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "save a CPU profile of credproxy during the proxied keep-alive phase")
 	flag.StringVar(&o.memProfile, "memprofile", "", "save credproxy's allocation profile after the proxied keep-alive phase")
+	flag.BoolVar(&o.compare, "compare", false, "instead of direct-versus-proxied, compare direct, bench/bare (goproxy's floor) and credproxy with HTTP/1.1 and HTTP/2 on the agent side, interleaved, and evaluate the HTTP/2-and-performance targets; -cpuprofile FILE also profiles bench/bare into FILE.bare")
+	flag.IntVar(&o.rounds, "rounds", 4, "-compare: each throughput phase is split into this many rounds, every arm taking a turn per round")
 	flag.Parse()
-	if o.hosts > 60000 || o.workers < 1 {
-		fmt.Fprintln(os.Stderr, "load: -hosts must be <= 60000 and -workers >= 1")
+	if o.hosts > 60000 || o.workers < 1 || o.rounds < 1 || o.rounds > 100 {
+		fmt.Fprintln(os.Stderr, "load: -hosts must be <= 60000, -workers >= 1 and -rounds 1..100")
 		os.Exit(2)
 	}
 	rep, err := run(o)
@@ -118,7 +123,12 @@ func run(o options) (*report, error) {
 	}
 	defer func() { rep.CredproxyErrorLogs += p.stop() }()
 	rep.Memory.StartMiB, _, _ = p.memory()
-	if err := runLoad(o, rep, p, up, pki.pool, key, placeholder); err != nil {
+	if o.compare {
+		err = runCompare(ctx, o, rep, dir, p, up, pki, key, placeholder)
+	} else {
+		err = runLoad(o, rep, p, up, pki.pool, key, placeholder)
+	}
+	if err != nil {
 		return nil, err
 	}
 	rep.Memory.AfterLoadMiB, _, _ = p.memory()

@@ -71,11 +71,13 @@ type report struct {
 	UpstreamUnauthorized int64       `json:"upstream_401s"`
 	CredproxyErrorLogs   int         `json:"credproxy_error_logs"`
 	Targets              []target    `json:"targets"`
+	// Compare is set in -compare mode, which replaces the pairs above.
+	Compare *compareReport `json:"compare,omitempty"`
 }
 
 func (o options) public() map[string]any {
 	return map[string]any{"duration": o.duration.String(), "latency": o.latency.String(), "workers": o.workers,
-		"sse_streams": o.sse, "hosts": o.hosts, "first_requests": o.first}
+		"sse_streams": o.sse, "hosts": o.hosts, "first_requests": o.first, "compare": o.compare, "rounds": o.rounds}
 }
 
 func (r *report) evaluate() {
@@ -86,21 +88,56 @@ func (r *report) evaluate() {
 	atLeast := func(name string, got, limit float64, unit string) target {
 		return target{Name: name, Want: fmt.Sprintf(">= %g", limit), Got: got, Unit: unit, Met: got >= limit}
 	}
+	rss := atMost(fmt.Sprintf("RSS after %d distinct MITM'd hosts", r.Hosts.Hosts), r.Memory.AfterHostsMiB, 40, "MiB")
+	first := target{Name: fmt.Sprintf("%d concurrent first requests: source acquisitions", r.First.Requests), Want: "== 1",
+		Got: float64(r.First.Acquisitions), Met: r.First.Acquisitions == 1 && r.First.OK == r.First.Requests}
+	if r.Compare != nil {
+		r.Targets = append(r.Compare.targets(), rss, first)
+		return
+	}
 	r.Targets = []target{
 		atLeast("keep-alive throughput vs direct", r.KeepAlive.ratio(), 0.45, "x"),
 		atMost("proxy CPU per 1,000 keep-alive requests", r.ProxyCPU.MsPer1000, 80, "ms"),
 		atMost("added p50 (single client, keep-alive)", r.AddedP50ms, 0.7, "ms"),
 		atMost("SSE first event through credproxy (p50)", r.SSE.Proxy.FirstP50, 5, "ms"),
 		atLeast("new-connection rate vs direct", r.NewConn.ratio(), 0.5, "x"),
-		atMost(fmt.Sprintf("RSS after %d distinct MITM'd hosts", r.Hosts.Hosts), r.Memory.AfterHostsMiB, 40, "MiB"),
-		{Name: fmt.Sprintf("%d concurrent first requests: source acquisitions", r.First.Requests), Want: "== 1",
-			Got: float64(r.First.Acquisitions), Met: r.First.Acquisitions == 1 && r.First.OK == r.First.Requests},
+		rss, first,
 	}
 }
 
 func (r *report) print(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "\nmachine: nproc %d, %s, kernel %s, %s\n\n", m.NumCPU, m.CPU, m.Kernel, m.GoVersion)
+	if r.Compare != nil {
+		r.Compare.print(w, r.Options["workers"])
+	} else {
+		r.printLoad(w)
+	}
+	fmt.Fprintf(w, "RSS: %.1f MiB at start, %.1f after load, %.1f after %d distinct hosts (peak %.1f); %d TLS handshakes ok, statuses %v, cert cache %g entries, %.1fs\n",
+		r.Memory.StartMiB, r.Memory.AfterLoadMiB, r.Memory.AfterHostsMiB, r.Hosts.Hosts, r.Memory.PeakMiB,
+		r.Hosts.Handshakes, r.Hosts.Statuses, r.Hosts.CertCacheEntries, r.Hosts.Seconds)
+	fmt.Fprintf(w, "first requests: %d sent at once, %d ok, %d lease.created in the audit trail (burst %.2fs)\n",
+		r.First.Requests, r.First.OK, r.First.Acquisitions, r.First.Seconds)
+	fmt.Fprintf(w, "upstream 401s: %d; credproxy ERROR log records: %d\n", r.UpstreamUnauthorized, r.CredproxyErrorLogs)
+	for _, x := range []string{r.KeepAlive.Proxy.FirstError, r.NewConn.Proxy.FirstError, r.Hosts.FirstError, r.First.FirstError} {
+		if x != "" {
+			fmt.Fprintln(w, "  first error:", x)
+		}
+	}
+	fmt.Fprintln(w, "\ntargets:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, t := range r.Targets {
+		met := "MET"
+		if !t.Met {
+			met = "MISSED"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%.3g %s\twant %s\t\n", met, t.Name, t.Got, t.Unit, t.Want)
+	}
+	tw.Flush()
+}
+
+// printLoad prints the direct-versus-proxied table of the default mode.
+func (r *report) printLoad(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "phase\tmode\trequests\trps\tp50 ms\tp90 ms\tp99 ms\terrors\tvs direct\t")
 	for _, p := range []struct {
@@ -126,27 +163,6 @@ func (r *report) print(w io.Writer) {
 		r.Options["workers"], r.KeepAlive.Proxy.P50ms-r.KeepAlive.Direct.P50ms)
 	fmt.Fprintf(w, "SSE first event p50/p90: direct %.3f/%.3f ms, proxy %.3f/%.3f ms (%d+%d errors)\n",
 		r.SSE.Direct.FirstP50, r.SSE.Direct.FirstP90, r.SSE.Proxy.FirstP50, r.SSE.Proxy.FirstP90, r.SSE.Direct.Errors, r.SSE.Proxy.Errors)
-	fmt.Fprintf(w, "RSS: %.1f MiB at start, %.1f after load, %.1f after %d distinct hosts (peak %.1f); %d TLS handshakes ok, statuses %v, cert cache %g entries, %.1fs\n",
-		r.Memory.StartMiB, r.Memory.AfterLoadMiB, r.Memory.AfterHostsMiB, r.Hosts.Hosts, r.Memory.PeakMiB,
-		r.Hosts.Handshakes, r.Hosts.Statuses, r.Hosts.CertCacheEntries, r.Hosts.Seconds)
-	fmt.Fprintf(w, "first requests: %d sent at once, %d ok, %d lease.created in the audit trail (burst %.2fs)\n",
-		r.First.Requests, r.First.OK, r.First.Acquisitions, r.First.Seconds)
-	fmt.Fprintf(w, "upstream 401s: %d; credproxy ERROR log records: %d\n", r.UpstreamUnauthorized, r.CredproxyErrorLogs)
-	for _, x := range []string{r.KeepAlive.Proxy.FirstError, r.NewConn.Proxy.FirstError, r.Hosts.FirstError, r.First.FirstError} {
-		if x != "" {
-			fmt.Fprintln(w, "  first error:", x)
-		}
-	}
-	fmt.Fprintln(w, "\ntargets:")
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	for _, t := range r.Targets {
-		met := "MET"
-		if !t.Met {
-			met = "MISSED"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%.3g %s\twant %s\t\n", met, t.Name, t.Got, t.Unit, t.Want)
-	}
-	tw.Flush()
 }
 
 func (r *report) writeJSON(file string) error {
