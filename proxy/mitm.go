@@ -19,6 +19,11 @@ import (
 // send them, cancels a request's context when its agent hangs up, refuses
 // smuggling (CL+TE, obs-fold, bare LF), and never adds a User-Agent through
 // httputil.ReverseProxy. goproxy still owns CONNECT.
+//
+// The server speaks HTTP/2 and HTTP/1.1 to agents (ALPN): HTTP/2-only
+// clients (gRPC, some SDKs) work, and each stream is one request through the
+// same pipeline as an HTTP/1.1 request. WebSocket stays on HTTP/1.1, which
+// is what a client that means to upgrade asks for.
 
 // mitmConn is an agent's connection inside a CONNECT tunnel to a host some
 // rule names, before any TLS: what the CONNECT decided travels with it.
@@ -82,10 +87,12 @@ func (p *Proxy) serveMITM(client net.Conn, rt route) {
 
 // tlsConfigFor serves the agent a leaf for the CONNECT host, whatever SNI it
 // sends: a client that asks for another name fails its own verification.
+// ALPN offers HTTP/2 first, then HTTP/1.1; either way each request (or
+// stream) goes through the same pipeline.
 func (p *Proxy) tlsConfigFor(host string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			cert, err := p.leaves.get(host)
 			if err != nil {
@@ -108,14 +115,34 @@ func routeOfConn(c net.Conn) (route, bool) {
 	return mc.route, true
 }
 
-// newMITMServer is the server for every intercepted connection.
+// h2MaxConcurrentStreams bounds the streams one HTTP/2 agent connection may
+// have open at once; limits.maxInflight still bounds them all upstream.
+const h2MaxConcurrentStreams = 250
+
+// newMITMServer is the server for every intercepted connection. It speaks
+// HTTP/1.1 and, on TLS connections that negotiated "h2", HTTP/2: Serve on a
+// listener that hands out *tls.Conn runs TLSNextProto["h2"], which Protocols
+// has net/http set up (the server has no TLSConfig of its own; tlsConfigFor
+// offers the ALPN). Cleartext inside a tunnel is HTTP/1.x only. Under
+// HTTP/2, MaxHeaderBytes is the SETTINGS_MAX_HEADER_LIST_SIZE (431 beyond),
+// IdleTimeout closes a connection with no stream open, and a connection that
+// sends nothing for limits.idleTimeout is pinged and closed if it does not
+// answer.
 func (p *Proxy) newMITMServer() *http.Server {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
 	return &http.Server{
 		Handler:           http.HandlerFunc(p.serveIntercepted),
 		ReadHeaderTimeout: p.limits.HeaderTimeout,
 		IdleTimeout:       p.limits.IdleTimeout,
 		MaxHeaderBytes:    p.limits.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+		Protocols:         &protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: h2MaxConcurrentStreams,
+			SendPingTimeout:      p.limits.IdleTimeout,
+		},
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rt, ok := routeOfConn(c); ok {
 				return context.WithValue(ctx, routeKey{}, &rt)

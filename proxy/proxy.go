@@ -207,14 +207,17 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 			"Host header does not match the CONNECT target "+rt.dest.String())))
 		return
 	}
-	if p.draining.Load() {
-		w.Header().Set("Connection", "close") // end keep-alive tunnels once shutdown has begun
+	if p.draining.Load() && r.ProtoMajor == 1 {
+		// End keep-alive tunnels once shutdown has begun. HTTP/2 has no
+		// Connection header: Shutdown's GOAWAY ends those connections.
+		w.Header().Set("Connection", "close")
 	}
 	p.pipeline.ServeHTTP(w, r)
 }
 
-// Drain marks the proxy as shutting down (responses then carry Connection:
-// close, ending keep-alive tunnels), closes idle intercepted connections and
+// Drain marks the proxy as shutting down (HTTP/1.x responses then carry
+// Connection: close, ending keep-alive tunnels; HTTP/2 connections get a
+// GOAWAY from Shutdown), closes idle intercepted connections and
 // waits until no request is in flight or ctx is done. http.Server.Shutdown
 // of the proxy listener does not see hijacked connections.
 func (p *Proxy) Drain(ctx context.Context) error {
