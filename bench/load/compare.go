@@ -186,13 +186,19 @@ func compareProfiles(o options, c *compareReport, p *credproxyProc, bare *barePr
 		done := make(chan error, 1)
 		go func() { done <- x.prof(x.file, secs) }()
 		l := httpLoad{name: x.a.name, client: x.a.client, url: base, auth: x.a.auth, workers: o.workers, dur: o.duration}
-		if r := l.run(); r.Errors > 0 {
+		var r result
+		use, err := measurePIDs(x.a.pid, func() { r = l.run() })
+		if err != nil {
+			return err
+		}
+		if r.Errors > 0 {
 			return fmt.Errorf("profiled load %s: %d errors, first: %s", x.a.name, r.Errors, r.FirstError)
 		}
 		if err := <-done; err != nil {
 			return fmt.Errorf("profile %s: %w", x.a.name, err)
 		}
-		c.Profiles = append(c.Profiles, x.file)
+		c.Profiles = append(c.Profiles, profileRun{File: x.file, Arm: x.a.name, Seconds: secs, RPS: r.RPS,
+			ProxyCPU: perThousand(use.proxy, r.Requests)})
 	}
 	return nil
 }

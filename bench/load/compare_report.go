@@ -9,11 +9,20 @@ import (
 
 // compareReport is what -compare measured: one row per arm.
 type compareReport struct {
-	Rounds    int         `json:"rounds"`
-	H2Offered bool        `json:"h2_offered"`
-	H2Note    string      `json:"h2_note,omitempty"`
-	Arms      []armResult `json:"arms"`
-	Profiles  []string    `json:"cpu_profiles,omitempty"`
+	Rounds    int          `json:"rounds"`
+	H2Offered bool         `json:"h2_offered"`
+	H2Note    string       `json:"h2_note,omitempty"`
+	Arms      []armResult  `json:"arms"`
+	Profiles  []profileRun `json:"cpu_profiles,omitempty"`
+}
+
+// profileRun is one -cpuprofile load: the profile covers its first Seconds.
+type profileRun struct {
+	File     string  `json:"file"`
+	Arm      string  `json:"arm"`
+	Seconds  int     `json:"profile_seconds"`
+	RPS      float64 `json:"rps"`
+	ProxyCPU float64 `json:"proxy_cpu_ms_per_1000"`
 }
 
 type armResult struct {
@@ -132,7 +141,8 @@ func (c *compareReport) print(w io.Writer, workers any) {
 		}
 	}
 	for _, f := range c.Profiles {
-		fmt.Fprintln(w, "CPU profile:", f)
+		fmt.Fprintf(w, "CPU profile of %s (%ds): %s; under that load %.0f rps, %.1f ms proxy CPU per 1,000\n",
+			f.Arm, f.Seconds, f.File, f.RPS, f.ProxyCPU)
 	}
 }
 

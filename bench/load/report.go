@@ -131,7 +131,11 @@ func (r *report) print(w io.Writer) {
 		if !t.Met {
 			met = "MISSED"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%.3g %s\twant %s\t\n", met, t.Name, t.Got, t.Unit, t.Want)
+		got := fmt.Sprintf("%.3g", t.Got)
+		if t.Got >= 1000 {
+			got = fmt.Sprintf("%.0f", t.Got)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s %s\twant %s\t\n", met, t.Name, got, t.Unit, t.Want)
 	}
 	tw.Flush()
 }
