@@ -168,7 +168,12 @@ func runCompare(ctx context.Context, o options, rep *report, dir string, p *cred
 		}
 	}
 	if o.cpuProfile != "" {
-		return compareProfiles(o, c, p, bare, arms[1], arms[2], base)
+		if err := compareProfiles(o, c, p, bare, arms[1], arms[2], base); err != nil {
+			return err
+		}
+	}
+	if o.memProfile != "" { // credproxy's allocations since it started
+		return p.saveProfile(o.memProfile, "allocs")
 	}
 	return nil
 }
