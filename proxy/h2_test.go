@@ -286,3 +286,26 @@ func TestH2DrainFinishesStreamInFlight(t *testing.T) {
 		t.Errorf("Drain: %v", derr)
 	}
 }
+
+// Trailers nobody announced (as gRPC servers send them) are masked too: the
+// transport creates their map only at the end of the body.
+func TestUnannouncedTrailersAreMasked(t *testing.T) {
+	e, _, _, _ := newEnv(t, "", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set(http.TrailerPrefix+"X-Echo", r.Header.Get("Authorization"))
+	})
+	for _, h2 := range []bool{false, true} {
+		c := e.client(e.ca)
+		c.Transport.(*http.Transport).ForceAttemptHTTP2 = h2
+		resp, err := c.Get("https://echo.example.test/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if v := resp.Trailer.Get("X-Echo"); v == "" || strings.Contains(v, testKey) {
+			t.Errorf("h2=%v: unannounced trailer X-Echo = %q, want it present and masked", h2, v)
+		}
+	}
+}

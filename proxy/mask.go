@@ -114,7 +114,7 @@ func maskResponse(resp *http.Response, s *secret.Scrubber) *refusal {
 	if err != nil {
 		return failure(http.StatusBadGateway, "", "", err.Error())
 	}
-	resp.Body = &trailerMask{ReadCloser: s.Body(body), trailer: resp.Trailer, s: s}
+	resp.Body = &trailerMask{ReadCloser: s.Body(body), resp: resp, s: s}
 	return nil
 }
 
@@ -174,17 +174,19 @@ func (d *lazyDecoder) Read(p []byte) (int, error) {
 func (d *lazyDecoder) Close() error { return d.src.Close() }
 
 // trailerMask masks the trailers once the body has been read to its end,
-// which is when the transport fills them in.
+// which is when the transport fills them in. It reads resp.Trailer then, not
+// before: trailers nobody announced (gRPC's) arrive in a map the transport
+// creates at the end of the body.
 type trailerMask struct {
 	io.ReadCloser
-	trailer http.Header
-	s       *secret.Scrubber
+	resp *http.Response
+	s    *secret.Scrubber
 }
 
 func (t *trailerMask) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)
 	if err == io.EOF {
-		t.s.Header(t.trailer)
+		t.s.Header(t.resp.Trailer)
 	}
 	return n, err
 }
