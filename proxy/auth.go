@@ -24,16 +24,16 @@ func (p *Proxy) identify(r *http.Request) (string, *refusal) {
 	h := r.Header.Get(proxyAuthHeader)
 	r.Header.Del(proxyAuthHeader)
 	if h == "" {
-		return "", deny(http.StatusProxyAuthRequired, "",
+		return "", proxyAuthRequired(
 			"proxy authentication required: set HTTPS_PROXY=http://NAME:TOKEN@host:port with a name and token from clients:")
 	}
 	user, pass, ok := parseBasic(h)
 	if !ok {
-		return "", deny(http.StatusProxyAuthRequired, "", "proxy authentication failed: want Proxy-Authorization: Basic")
+		return "", proxyAuthRequired("proxy authentication failed: want Proxy-Authorization: Basic")
 	}
 	name, ok := p.cfg.Authenticate(user, pass)
 	if !ok {
-		return "", deny(http.StatusProxyAuthRequired, "", "proxy authentication failed: unknown client or wrong token")
+		return "", proxyAuthRequired("proxy authentication failed: unknown client or wrong token")
 	}
 	return name, nil
 }

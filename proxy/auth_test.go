@@ -144,7 +144,7 @@ func TestProxyAuthRequired(t *testing.T) {
 			if h := resp.Header.Get("Proxy-Authenticate"); h != `Basic realm="credproxy"` {
 				t.Errorf("%s %s, %s: Proxy-Authenticate = %q, want Basic realm", tg.method, tg.target, name, h)
 			}
-			if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "proxy authentication") {
+			if msg, _ := refusedAs(t, resp, "proxy-auth-required"); !strings.Contains(msg, "proxy authentication") {
 				t.Errorf("%s %s, %s: error %q, want it to say proxy authentication", tg.method, tg.target, name, msg)
 			}
 		}

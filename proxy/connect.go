@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -35,7 +34,7 @@ var rejectConnect = &goproxy.ConnectAction{Action: goproxy.ConnectReject}
 func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
 	dest, err := rules.ParseDest(host, 443)
 	if err != nil {
-		ctx.Resp = p.refuse(ctx.Req, nil, deny(http.StatusBadRequest, "", "bad CONNECT target: "+err.Error()))
+		ctx.Resp = p.refuse(ctx.Req, nil, badRequest("bad CONNECT target: "+err.Error()))
 		return rejectConnect, host
 	}
 	id, ref := p.identify(ctx.Req)
@@ -46,8 +45,7 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 	// Every request in the tunnel is this caller's: the identity is on the route.
 	rt := &route{dest: dest, identity: id}
 	if n := p.conns.Load(); n >= int64(p.limits.MaxConnections) {
-		ctx.Resp = p.refuse(ctx.Req, rt, failure(http.StatusServiceUnavailable, "", "",
-			fmt.Sprintf("credproxy already holds %d connections (limits.maxConnections)", n)))
+		ctx.Resp = p.refuse(ctx.Req, rt, tooManyConnections(n))
 		return rejectConnect, host
 	}
 	if p.cfg.Intercepts(dest) {
@@ -56,7 +54,7 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 		}}, dest.String()
 	}
 	if p.cfg.Unmatched == rules.UnmatchedDeny {
-		ctx.Resp = p.refuse(ctx.Req, rt, deny(http.StatusForbidden, "", "no rule allows "+dest.String()+" and unmatched is deny"))
+		ctx.Resp = p.refuse(ctx.Req, rt, unmatchedDenied(dest.String()))
 		return rejectConnect, host
 	}
 	ctx.Dialer = p.dialTunnel

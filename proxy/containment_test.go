@@ -50,7 +50,7 @@ func TestCleartextInsideConnectIsRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("cleartext request inside a tunnel: status %d, want 403", resp.StatusCode)
 	}
-	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "TLS") {
+	if msg, _ := refusedAs(t, resp, "cleartext-refused"); !strings.Contains(msg, "TLS") {
 		t.Errorf("error %q should say the credential only goes over TLS", msg)
 	}
 	if n := len(up.seen()); n != 0 {

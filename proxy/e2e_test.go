@@ -149,7 +149,7 @@ func TestUnmatchedDenyRefusesConnect(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("CONNECT to an unmatched host under deny: status %d, want 403", resp.StatusCode)
 	}
-	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "other.example.test:443") {
+	if msg, _ := refusedAs(t, resp, "unmatched-denied"); !strings.Contains(msg, "other.example.test:443") {
 		t.Errorf("error %q should name the refused destination", msg)
 	}
 	if n := len(up.seen()); n != 0 {
@@ -174,7 +174,7 @@ func TestHostHeaderMismatchInsideTunnelIsMisdirected(t *testing.T) {
 	if r.StatusCode != http.StatusMisdirectedRequest {
 		t.Fatalf("status %d, want 421", r.StatusCode)
 	}
-	if msg, _ := jsonError(t, r.Body); !strings.Contains(msg, "api.example.test:443") {
+	if msg, _ := refusedAs(t, r, "misdirected"); !strings.Contains(msg, "api.example.test:443") {
 		t.Errorf("error %q should name the CONNECT target", msg)
 	}
 	if n := len(up.seen()); n != 0 {
@@ -195,7 +195,7 @@ func TestPlainHTTPToRuledHostIsRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("status %d, want 403", resp.StatusCode)
 	}
-	if msg, rule := jsonError(t, resp.Body); rule != "api" || !strings.Contains(msg, "TLS") {
+	if msg, rule := refusedAs(t, resp, "cleartext-refused"); rule != "api" || !strings.Contains(msg, "TLS") {
 		t.Errorf("error %q (rule %q) should name rule api and say TLS", msg, rule)
 	}
 	if n := len(plain.seen()); n != 0 {
@@ -226,7 +226,7 @@ func TestMissingCredentialGives502NamingIt(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	msg, rule := jsonError(t, resp.Body)
+	msg, rule := refusedAs(t, resp, "credential-unavailable")
 	// Fixed text only: the credential and its store, never a store's own
 	// words (which the log keeps, scrubbed).
 	if !strings.Contains(msg, `"missing"`) || !strings.Contains(msg, "env") || rule != "broken" {
@@ -251,7 +251,7 @@ func TestUntrustedUpstreamCertificateGives502(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "certificate") {
+	if msg, _ := refusedAs(t, resp, "upstream-error"); !strings.Contains(msg, "certificate") {
 		t.Errorf("error %q should say the certificate was not trusted", msg)
 	}
 	if n := len(up.seen()); n != 0 {
@@ -288,7 +288,7 @@ func TestNonProxyRequestGetsJSON400(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Fatalf("status %d, want 400", resp.StatusCode)
 	}
-	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "forward proxy") {
+	if msg, _ := refusedAs(t, resp, "not-a-proxy-request"); !strings.Contains(msg, "forward proxy") {
 		t.Errorf("error %q", msg)
 	}
 }
@@ -299,7 +299,7 @@ func TestTunnelToUnreachableHostGivesJSON502(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("CONNECT to an unreachable host: status %d, want 502", resp.StatusCode)
 	}
-	if msg, _ := jsonError(t, resp.Body); !strings.Contains(msg, "upstream unreachable") {
+	if msg, _ := refusedAs(t, resp, "upstream-unreachable"); !strings.Contains(msg, "upstream unreachable") {
 		t.Errorf("error %q should say the upstream is unreachable", msg)
 	}
 }
@@ -316,7 +316,7 @@ func TestUpstreamDownInsideMITMGivesJSON502(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	if msg, rule := jsonError(t, resp.Body); !strings.Contains(msg, "api.example.test:443") || rule != "api" {
+	if msg, rule := refusedAs(t, resp, "upstream-unreachable"); !strings.Contains(msg, "api.example.test:443") || rule != "api" {
 		t.Errorf("error %q rule %q: want the destination and rule named", msg, rule)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+
+	"github.com/credproxy/credproxy/rules"
 )
 
 // refusal is every way credproxy declines a request: a policy refusal, a
@@ -17,8 +20,11 @@ import (
 // Proxy.refuse, so that no path forgets to count or log itself.
 //
 // reason is shown to the agent; it is built from rule, credential and host
-// names only, never from a value or an upstream's body.
+// names only, never from a value or an upstream's body. Refusals are made
+// only by the constructors below, one per problem kind, so that no call site
+// picks a status, an outcome or a type URI of its own.
 type refusal struct {
+	kind       *problem
 	status     int
 	outcome    string // the outcome label of credproxy_requests_total
 	rule       string
@@ -28,28 +34,202 @@ type refusal struct {
 
 func (r *refusal) Error() string { return r.reason }
 
-func deny(status int, rule, reason string) *refusal {
-	return &refusal{status: status, outcome: outcomeDenied, rule: rule, reason: reason}
+// problem is one kind of refusal (RFC 9457 "problem type"): its type URI,
+// fixed title, HTTP status, and the outcome label it is counted under.
+// Agents and SDKs switch on the type, so a type is never renamed or reused
+// for another meaning.
+type problem struct {
+	slug    string // the type URI is problemTypePrefix + slug
+	title   string
+	status  int
+	outcome string
 }
 
-func failure(status int, rule, credential, reason string) *refusal {
-	return &refusal{status: status, outcome: outcomeError, rule: rule, credential: credential, reason: reason}
+// problemTypePrefix is a URN, not an https:// URL: the type names the
+// problem, and nobody should expect to dereference it.
+const problemTypePrefix = "urn:credproxy:problem:"
+
+func (k *problem) typeURI() string { return problemTypePrefix + k.slug }
+
+// The problem kinds. The outcome label of each refusal is decided here and
+// nowhere else: a policy refusal is "denied", anything credproxy could not
+// do is "error". README.md ("How a request is decided") lists them.
+var (
+	probBadRequest        = &problem{"bad-request", "Malformed proxy request", http.StatusBadRequest, outcomeDenied}
+	probNotAProxyRequest  = &problem{"not-a-proxy-request", "Not a forward-proxy request", http.StatusBadRequest, outcomeDenied}
+	probSchemeNotProxied  = &problem{"scheme-not-proxied", "Scheme not proxied in absolute form", http.StatusBadRequest, outcomeDenied}
+	probProxyAuthRequired = &problem{"proxy-auth-required", "Proxy authentication required", http.StatusProxyAuthRequired, outcomeDenied}
+	probMisdirected       = &problem{"misdirected", "Host does not match the CONNECT target", http.StatusMisdirectedRequest, outcomeDenied}
+	probUnmatchedDenied   = &problem{"unmatched-denied", "No rule allows this request", http.StatusForbidden, outcomeDenied}
+	probIdentityDenied    = &problem{"identity-denied", "Rule not granted to this identity", http.StatusForbidden, outcomeDenied}
+	probCleartextRefused  = &problem{"cleartext-refused", "Credential refused over cleartext", http.StatusForbidden, outcomeDenied}
+	probAmbiguousPath     = &problem{"ambiguous-path", "Ambiguous request path", http.StatusForbidden, outcomeDenied}
+	probMethodRefused     = &problem{"method-refused", "Method not forwarded", http.StatusForbidden, outcomeDenied}
+	probOwnAddress        = &problem{"own-address", "Destination is credproxy itself", http.StatusForbidden, outcomeDenied}
+	probCredUnavailable   = &problem{"credential-unavailable", "Credential unavailable", http.StatusBadGateway, outcomeError}
+	probInjectionFailed   = &problem{"injection-failed", "Credential could not be injected", http.StatusBadGateway, outcomeError}
+	probUpstreamDown      = &problem{"upstream-unreachable", "Upstream unreachable", http.StatusBadGateway, outcomeError}
+	probUpstreamTimeout   = &problem{"upstream-timeout", "Upstream timed out", http.StatusBadGateway, outcomeError}
+	probUpstreamError     = &problem{"upstream-error", "Upstream exchange failed", http.StatusBadGateway, outcomeError}
+	probUnscannable       = &problem{"unscannable-encoding", "Upstream body in an encoding credproxy cannot scan", http.StatusBadGateway, outcomeError}
+	probTooManyRequests   = &problem{"too-many-requests", "Too many requests in flight", http.StatusServiceUnavailable, outcomeError}
+	probTooManyConns      = &problem{"too-many-connections", "Too many connections", http.StatusServiceUnavailable, outcomeError}
+	probInternal          = &problem{"internal", "Internal proxy error", http.StatusInternalServerError, outcomeError}
+	probClientClosed      = &problem{"client-closed", "Agent closed the request", statusClientClosed, outcomeError}
+)
+
+// statusClientClosed is nginx's 499: counted and logged, never read, since
+// the agent has gone.
+const statusClientClosed = 499
+
+// problems lists every kind, for tests and documentation.
+var problems = []*problem{
+	probBadRequest, probNotAProxyRequest, probSchemeNotProxied, probProxyAuthRequired, probMisdirected,
+	probUnmatchedDenied, probIdentityDenied, probCleartextRefused, probAmbiguousPath, probMethodRefused, probOwnAddress,
+	probCredUnavailable, probInjectionFailed, probUpstreamDown, probUpstreamTimeout, probUpstreamError, probUnscannable,
+	probTooManyRequests, probTooManyConns, probInternal, probClientClosed,
 }
 
-// errorBody is the JSON every refusal carries.
-type errorBody struct {
-	Error      string `json:"error"`
+func refuseAs(k *problem, rule, credential, reason string) *refusal {
+	return &refusal{kind: k, status: k.status, outcome: k.outcome, rule: rule, credential: credential, reason: reason}
+}
+
+// badRequest: a CONNECT or absolute-form target that does not parse.
+func badRequest(reason string) *refusal { return refuseAs(probBadRequest, "", "", reason) }
+
+// notAProxyRequest: an origin-form request, sent to credproxy as if it were
+// the server.
+func notAProxyRequest() *refusal {
+	return refuseAs(probNotAProxyRequest, "", "", "credproxy is a forward proxy: point HTTPS_PROXY/HTTP_PROXY at it")
+}
+
+// schemeNotProxied: an absolute-form request for a scheme other than http.
+func schemeNotProxied(scheme string) *refusal {
+	return refuseAs(probSchemeNotProxied, "", "",
+		"absolute-form "+scheme+":// requests are not proxied; use CONNECT (HTTPS_PROXY)")
+}
+
+// proxyAuthRequired: no, or no valid, Proxy-Authorization under clients:.
+func proxyAuthRequired(reason string) *refusal {
+	return refuseAs(probProxyAuthRequired, "", "", reason)
+}
+
+// misdirected: an intercepted request whose Host or :authority is not the
+// CONNECT target (domain fronting).
+func misdirected(tunnel rules.Dest) *refusal {
+	return refuseAs(probMisdirected, "", "", "Host header does not match the CONNECT target "+tunnel.String())
+}
+
+// unmatchedDenied: no rule allows what (a destination, or method, destination
+// and path) and unmatched is deny.
+func unmatchedDenied(what string) *refusal {
+	return refuseAs(probUnmatchedDenied, "", "", "no rule allows "+what+" and unmatched is deny")
+}
+
+// identityDenied: the rule that matched does not list the caller.
+func identityDenied(rule, identity string) *refusal {
+	return refuseAs(probIdentityDenied, rule, "", fmt.Sprintf("rule %q is not for identity %q", rule, identity))
+}
+
+// cleartextRefused: a ruled request that would leave without verified TLS.
+func cleartextRefused(rule string) *refusal {
+	return refuseAs(probCleartextRefused, rule, "",
+		fmt.Sprintf("rule %q sends its credential only over TLS that credproxy verifies: use https://", rule))
+}
+
+// ambiguousPath: encoded separators or dot-segments an upstream might
+// resolve differently from the rules.
+func ambiguousPath(dest rules.Dest) *refusal {
+	return refuseAs(probAmbiguousPath, "", "",
+		"the path has encoded separators or dot-segments, which credproxy does not forward to "+dest.String())
+}
+
+// methodRefused: CONNECT or TRACE inside a tunnel.
+func methodRefused(method string) *refusal {
+	return refuseAs(probMethodRefused, "", "", method+" is not forwarded by credproxy")
+}
+
+// ownAddress: the destination resolved to one of credproxy's listeners.
+func ownAddress(rule string, dest rules.Dest) *refusal {
+	return refuseAs(probOwnAddress, rule, "", dest.String()+" is credproxy itself; it does not proxy to its own listeners")
+}
+
+// credentialUnavailable: the lease manager could not supply the credential;
+// public is lease.PublicMessage's fixed text, never the store's own.
+func credentialUnavailable(rule, credential, public string) *refusal {
+	return refuseAs(probCredUnavailable, rule, credential, public)
+}
+
+// injectionFailed: the rule's template could not render the credential.
+func injectionFailed(rule, credential string) *refusal {
+	return refuseAs(probInjectionFailed, rule, credential, fmt.Sprintf("credential %q could not be injected", credential))
+}
+
+// upstreamUnreachable, upstreamTimeout and upstreamError: the round trip
+// failed; text is the transport error, already scrubbed and without the URL.
+func upstreamUnreachable(rule string, dest rules.Dest, text string) *refusal {
+	return refuseAs(probUpstreamDown, rule, "", "upstream unreachable: "+dest.String()+": "+text)
+}
+
+func upstreamTimeout(rule string, dest rules.Dest, text string) *refusal {
+	return refuseAs(probUpstreamTimeout, rule, "", "upstream timed out: "+dest.String()+": "+text)
+}
+
+func upstreamError(rule string, dest rules.Dest, text string) *refusal {
+	return refuseAs(probUpstreamError, rule, "", "upstream "+dest.String()+": "+text)
+}
+
+// unscannableEncoding: a body credproxy would have to pass on unmasked.
+func unscannableEncoding(rule string, err error) *refusal {
+	return refuseAs(probUnscannable, rule, "", err.Error())
+}
+
+// tooManyRequests: limits.maxInflight requests are already upstream.
+func tooManyRequests(rule string, limit int) *refusal {
+	return refuseAs(probTooManyRequests, rule, "",
+		fmt.Sprintf("credproxy already has %d requests in flight (limits.maxInflight)", limit))
+}
+
+// tooManyConnections: limits.maxConnections connections are already open.
+func tooManyConnections(open int64) *refusal {
+	return refuseAs(probTooManyConns, "", "",
+		fmt.Sprintf("credproxy already holds %d connections (limits.maxConnections)", open))
+}
+
+// internalError: a state credproxy's own code should never reach.
+func internalError(reason string) *refusal { return refuseAs(probInternal, "", "", reason) }
+
+// clientClosed: the agent went away before the upstream answered.
+func clientClosed(rule string) *refusal {
+	return refuseAs(probClientClosed, rule, "", "the agent went away")
+}
+
+// problemBody is the RFC 9457 problem details object every refusal carries,
+// as application/problem+json. rule and credential are extension members;
+// error repeats detail for clients written against the older {"error": …}
+// body.
+type problemBody struct {
+	Type       string `json:"type"`
+	Title      string `json:"title"`
 	Status     int    `json:"status"`
+	Detail     string `json:"detail"`
 	Rule       string `json:"rule,omitempty"`
 	Credential string `json:"credential,omitempty"`
+	Error      string `json:"error"`
 }
 
-// errorResponse builds a complete JSON error response for req.
+// problemContentType is RFC 9457's media type for problemBody.
+const problemContentType = "application/problem+json"
+
+// errorResponse builds a complete problem+json response for req.
 func errorResponse(req *http.Request, r *refusal) *http.Response {
-	body, _ := json.Marshal(errorBody{Error: r.reason, Status: r.status, Rule: r.rule, Credential: r.credential})
+	body, _ := json.Marshal(problemBody{
+		Type: r.kind.typeURI(), Title: r.kind.title, Status: r.status, Detail: r.reason,
+		Rule: r.rule, Credential: r.credential, Error: r.reason,
+	})
 	body = append(body, '\n')
 	h := make(http.Header, 4)
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", problemContentType)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Credproxy-Error", "1")

@@ -185,15 +185,71 @@ func addrOf(s *httptest.Server) string {
 	return strings.TrimPrefix(strings.TrimPrefix(s.URL, "https://"), "http://")
 }
 
-// jsonError decodes a credproxy error body.
+// problemJSON is a credproxy refusal body: RFC 9457 problem details plus
+// the rule, credential and error extension members.
+type problemJSON struct {
+	Type, Title, Detail, Rule, Credential string
+	Status                                int
+	Error                                 *string
+}
+
+// problemOf checks that resp is a credproxy refusal, headers and body (see
+// checkProblem), and returns its body.
+func problemOf(t testing.TB, resp *http.Response) problemJSON {
+	t.Helper()
+	for k, want := range map[string]string{
+		"Content-Type": "application/problem+json", "Cache-Control": "no-store", "X-Credproxy-Error": "1",
+	} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("refusal %d: %s %q, want %q", resp.StatusCode, k, got, want)
+		}
+	}
+	p := checkProblem(t, resp.Body)
+	if p.Status != resp.StatusCode {
+		t.Errorf("refusal %d: body status %d, want the response's", resp.StatusCode, p.Status)
+	}
+	return p
+}
+
+// refusedAs checks resp with problemOf and that its type is
+// urn:credproxy:problem:slug; it returns the detail and the rule.
+func refusedAs(t testing.TB, resp *http.Response, slug string) (msg, rule string) {
+	t.Helper()
+	p := problemOf(t, resp)
+	if want := "urn:credproxy:problem:" + slug; p.Type != want {
+		t.Errorf("refusal %d %q: type %q, want %q", resp.StatusCode, p.Detail, p.Type, want)
+	}
+	return p.Detail, p.Rule
+}
+
+// checkProblem decodes a refusal body and checks its shape: a known problem
+// type with that type's title and status, a detail, and error == detail.
+func checkProblem(t testing.TB, body io.Reader) problemJSON {
+	t.Helper()
+	data, _ := io.ReadAll(body)
+	var p problemJSON
+	if err := json.Unmarshal(data, &p); err != nil {
+		t.Fatalf("refusal body is not JSON: %q: %v", data, err)
+	}
+	title, status, ok := proxy.ProblemKind(p.Type)
+	switch {
+	case !ok:
+		t.Errorf("refusal body %s: type %q is not a credproxy problem type", data, p.Type)
+	case p.Title != title || p.Status != status:
+		t.Errorf("refusal body %s: title %q, status %d; want %q, %d for %s", data, p.Title, p.Status, title, status, p.Type)
+	}
+	if p.Detail == "" || p.Error == nil || *p.Error != p.Detail {
+		t.Errorf("refusal body %s: want a detail and an error member equal to it", data)
+	}
+	return p
+}
+
+// jsonError checks a refusal body (checkProblem) and returns its detail and
+// rule. With the response at hand, problemOf checks its headers too.
 func jsonError(t testing.TB, body io.Reader) (msg, rule string) {
 	t.Helper()
-	var b struct{ Error, Rule string }
-	data, _ := io.ReadAll(body)
-	if err := json.Unmarshal(data, &b); err != nil {
-		t.Fatalf("error body is not JSON: %q: %v", data, err)
-	}
-	return b.Error, b.Rule
+	p := checkProblem(t, body)
+	return p.Detail, p.Rule
 }
 
 // waitOrFail turns a would-be deadlock into a failure that says what hung.

@@ -112,7 +112,7 @@ func maskResponse(resp *http.Response, s *secret.Scrubber) *refusal {
 	}
 	body, err := decoded(resp)
 	if err != nil {
-		return failure(http.StatusBadGateway, "", "", err.Error())
+		return unscannableEncoding("", err)
 	}
 	resp.Body = &trailerMask{ReadCloser: s.Body(body), resp: resp, s: s}
 	return nil

@@ -3,7 +3,6 @@ package proxy
 import (
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -121,30 +120,27 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
 		// A CONNECT inside a tunnel would open a second tunnel from
 		// credproxy's address; TRACE echoes the request, credential included.
-		return decision{}, deny(http.StatusForbidden, "", req.Method+" is not forwarded by credproxy")
+		return decision{}, methodRefused(req.Method)
 	}
 	rule, err := p.cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
 	if errors.Is(err, rules.ErrAmbiguousPath) {
 		// An upstream may decode %2F or resolve .. after we matched: what it
 		// routes on must be what we matched.
-		return decision{}, deny(http.StatusForbidden, "", "the path has encoded separators or dot-segments, which credproxy does not forward to "+rt.dest.String())
+		return decision{}, ambiguousPath(rt.dest)
 	}
 	if errors.Is(err, rules.ErrIdentity) {
 		// Never pass it on uncredentialed as if no rule named it: the caller
 		// would take the upstream's 401 for a bad key, not a missing grant.
-		return decision{}, deny(http.StatusForbidden, rule.Name,
-			fmt.Sprintf("rule %q is not for identity %q", rule.Name, rt.identity))
+		return decision{}, identityDenied(rule.Name, rt.identity)
 	}
 	if rule == nil {
 		if p.cfg.Unmatched == rules.UnmatchedDeny {
-			return decision{}, deny(http.StatusForbidden, "",
-				fmt.Sprintf("no rule allows %s %s%s and unmatched is deny", req.Method, rt.dest, req.URL.EscapedPath()))
+			return decision{}, unmatchedDenied(req.Method + " " + rt.dest.String() + req.URL.EscapedPath())
 		}
 		return decision{}, nil
 	}
 	if rt.scheme != "https" && !rule.AllowPlaintext {
-		return decision{}, deny(http.StatusForbidden, rule.Name,
-			fmt.Sprintf("rule %q sends its credential only over TLS that credproxy verifies: use https://", rule.Name))
+		return decision{}, cleartextRefused(rule.Name)
 	}
 	if purpose == "" {
 		purpose = rule.Purpose
@@ -152,11 +148,10 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose}}
 	if d.ticket, err = p.creds.Get(req.Context(), rule.Credential, rt.identity, d.use); err != nil {
 		p.log.Warn("credential unavailable", "rule", rule.Name, "credential", rule.Credential, "err", p.echo.scrub(rt.dest, err.Error()))
-		return decision{}, failure(http.StatusBadGateway, rule.Name, rule.Credential, lease.PublicMessage(err))
+		return decision{}, credentialUnavailable(rule.Name, rule.Credential, lease.PublicMessage(err))
 	}
 	if err := rule.Apply(req, valuesOf(d.ticket)); err != nil {
-		return decision{}, failure(http.StatusBadGateway, rule.Name, rule.Credential,
-			fmt.Sprintf("credential %q could not be injected", rule.Credential))
+		return decision{}, injectionFailed(rule.Name, rule.Credential)
 	}
 	p.echo.remember(rt.dest, injectedValues(req, rule, d.ticket)...)
 	return d, nil
@@ -169,8 +164,7 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 		name, outcome = d.rule.Name, outcomeInjected
 	}
 	if !p.acquireSlot() {
-		return p.refuse(req, rt, failure(http.StatusServiceUnavailable, name, "",
-			fmt.Sprintf("credproxy already has %d requests in flight (limits.maxInflight)", p.limits.MaxInflight)))
+		return p.refuse(req, rt, tooManyRequests(name, p.limits.MaxInflight))
 	}
 	s := p.echo.scrubber(rt.dest)
 	if !s.Empty() {
@@ -213,19 +207,19 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 func (p *Proxy) upstreamRefusal(req *http.Request, rt *route, rule string, err error) *refusal {
 	switch {
 	case errors.Is(err, errSelfDial):
-		return deny(http.StatusForbidden, rule, rt.dest.String()+" is credproxy itself; it does not proxy to its own listeners")
+		return ownAddress(rule, rt.dest)
 	case req.Context().Err() != nil:
-		return failure(499, rule, "", "the agent went away") // nobody reads this
+		return clientClosed(rule) // nobody reads this
 	}
-	msg := "upstream " + rt.dest.String() + ": "
+	text := p.echo.scrub(rt.dest, upstreamErrorText(err))
 	var oe *net.OpError
 	switch {
 	case isTimeout(err):
-		msg = "upstream timed out: " + rt.dest.String() + ": "
+		return upstreamTimeout(rule, rt.dest, text)
 	case errors.As(err, &oe) && oe.Op == "dial", strings.Contains(err.Error(), "dial"):
-		msg = "upstream unreachable: " + rt.dest.String() + ": "
+		return upstreamUnreachable(rule, rt.dest, text)
 	}
-	return failure(http.StatusBadGateway, rule, "", msg+p.echo.scrub(rt.dest, upstreamErrorText(err)))
+	return upstreamError(rule, rt.dest, text)
 }
 
 // refuse turns a refusal into its response, counting and logging it: the one
@@ -237,7 +231,7 @@ func (p *Proxy) refuse(req *http.Request, rt *route, r *refusal) *http.Response 
 		dest, identity = rt.dest.String(), rt.identity
 	}
 	p.log.Info("request refused", "rule", r.rule, "dest", dest, "identity", identity, "method", req.Method,
-		"path", req.URL.EscapedPath(), "status", r.status, "outcome", r.outcome, "reason", r.reason)
+		"path", req.URL.EscapedPath(), "status", r.status, "outcome", r.outcome, "problem", r.kind.slug, "reason", r.reason)
 	return errorResponse(req, r)
 }
 

@@ -173,7 +173,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.IsAbs() && r.URL.Scheme == "http":
 		dest, err := rules.ParseDest(r.URL.Host, 80)
 		if err != nil {
-			writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "", "bad request target: "+err.Error())))
+			writeResponse(w, p.refuse(r, nil, badRequest("bad request target: "+err.Error())))
 			return
 		}
 		id, ref := p.identify(r)
@@ -184,11 +184,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt := &route{dest: dest, scheme: "http", identity: id}
 		p.pipeline.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 	case r.URL.IsAbs():
-		writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "",
-			"absolute-form "+r.URL.Scheme+":// requests are not proxied; use CONNECT (HTTPS_PROXY)")))
+		writeResponse(w, p.refuse(r, nil, schemeNotProxied(r.URL.Scheme)))
 	default:
-		writeResponse(w, p.refuse(r, nil, deny(http.StatusBadRequest, "",
-			"credproxy is a forward proxy: point HTTPS_PROXY/HTTP_PROXY at it")))
+		writeResponse(w, p.refuse(r, nil, notAProxyRequest()))
 	}
 }
 
@@ -196,15 +194,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	rt := routeOf(r)
 	if rt == nil { // not from serveMITM: cannot happen
-		writeResponse(w, p.refuse(r, nil, failure(http.StatusInternalServerError, "", "", "intercepted request without a route")))
+		writeResponse(w, p.refuse(r, nil, internalError("intercepted request without a route")))
 		return
 	}
 	// A Host (or absolute URL) that differs from the CONNECT authority is
 	// domain fronting: refuse it, or a credential for one host would be sent
 	// to another.
 	if inner, err := rules.ParseDest(r.Host, rt.dest.Port); err != nil || inner != rt.dest {
-		writeResponse(w, p.refuse(r, rt, deny(http.StatusMisdirectedRequest, "",
-			"Host header does not match the CONNECT target "+rt.dest.String())))
+		writeResponse(w, p.refuse(r, rt, misdirected(rt.dest)))
 		return
 	}
 	if p.draining.Load() && r.ProtoMajor == 1 {

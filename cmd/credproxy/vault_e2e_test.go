@@ -235,15 +235,35 @@ func TestVaultPolicyDenialIsA502NamingTheCredential(t *testing.T) {
 	token := vs.Token(t, time.Hour, "nothing")
 	e := newVaultEnvOn(t, vs, "readonly", "1m", token, serveOptions{})
 	code, body := e.get(t, "/v1/models")
-	if code != http.StatusBadGateway || !strings.Contains(body, "openai") || !strings.Contains(body, "denied") || strings.Contains(body, token) {
+	detail := credentialUnavailable(t, code, body)
+	if code != http.StatusBadGateway || !strings.Contains(detail, "openai") || !strings.Contains(detail, "denied") || strings.Contains(body, token) {
 		t.Fatalf("got %d %s; want 502 naming the credential and the denial, and not the token", code, body)
 	}
+}
+
+// credentialUnavailable checks that body, sent with status code, is the
+// problem+json refusal for an unavailable credential (status, title, and an
+// error member equal to the detail, for older clients), and returns its
+// detail.
+func credentialUnavailable(t *testing.T, code int, body string) string {
+	t.Helper()
+	var p struct {
+		Type, Title, Detail, Credential string
+		Status                          int
+		Error                           *string
+	}
+	if err := json.Unmarshal([]byte(body), &p); err != nil || p.Type != "urn:credproxy:problem:credential-unavailable" ||
+		p.Title == "" || p.Status != code || p.Credential == "" || p.Error == nil || *p.Error != p.Detail {
+		t.Errorf("refusal %d %s: want a problem+json body of type urn:credproxy:problem:credential-unavailable "+
+			"with a title, status %d, the credential, and error equal to detail", code, body, code)
+	}
+	return p.Detail
 }
 
 func TestVaultOutageIsA502AndRecovers(t *testing.T) {
 	e := newVaultEnv(t, "readonly", "1m")
 	e.vs.Stop()
-	if code, body := e.get(t, "/v1/models"); code != http.StatusBadGateway || !strings.Contains(body, "openai") {
+	if code, body := e.get(t, "/v1/models"); code != http.StatusBadGateway || !strings.Contains(credentialUnavailable(t, code, body), "openai") {
 		t.Fatalf("with Vault down: %d %s; want 502 naming the credential", code, body)
 	}
 	e.vs.Restart(t)
@@ -283,8 +303,8 @@ func TestHostileVaultTokenNeverReachesTheAgent(t *testing.T) {
 				}
 			}
 			// Fixed text only: wired through lease.PublicMessage in the proxy.
-			if !strings.Contains(body, `credential \"reports\": `+tc.want) && !strings.Contains(body, `credential "reports": `+tc.want) {
-				t.Errorf("502 body %s, want the fixed text %q", body, `credential "reports": `+tc.want)
+			if d := credentialUnavailable(t, code, body); d != `credential "reports": `+tc.want {
+				t.Errorf("502 body %s, want the detail to be the fixed text %q", body, `credential "reports": `+tc.want)
 			}
 		})
 	}

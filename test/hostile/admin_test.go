@@ -45,7 +45,7 @@ func TestAdminFromAgentAbsoluteForm(t *testing.T) {
 			t.Errorf("curl -x proxy %s: expected 403 from the proxy, got %d %q", u, code, trunc(body))
 			continue
 		}
-		jsonErrorBody(t, "curl "+u, body)
+		jsonErrorBody(t, "curl "+u, code, nil, body)
 	}
 }
 

@@ -268,14 +268,31 @@ func excerpt(b []byte, i int) string {
 	return string(b[lo:hi])
 }
 
-// jsonErrorBody checks a credproxy refusal body: JSON with an "error".
-func jsonErrorBody(t *testing.T, what string, body []byte) string {
+// jsonErrorBody checks a credproxy refusal with status code: an RFC 9457
+// problem+json body whose type is a credproxy problem URN, with a title, the
+// response's status, a detail, and an error member equal to the detail. hdr
+// is nil when the client (curl) does not report headers. It returns the
+// detail.
+func jsonErrorBody(t *testing.T, what string, code int, hdr http.Header, body []byte) string {
 	t.Helper()
-	var e struct{ Error string }
-	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
-		t.Errorf("%s: expected a JSON body {\"error\": ...} saying why; got %q", what, trunc(body))
+	for k, want := range map[string]string{
+		"Content-Type": "application/problem+json", "Cache-Control": "no-store", "X-Credproxy-Error": "1",
+	} {
+		if got := hdr.Get(k); hdr != nil && got != want {
+			t.Errorf("%s: refusal header %s %q, expected %q", what, k, got, want)
+		}
 	}
-	return e.Error
+	var p struct {
+		Type, Title, Detail string
+		Status              int
+		Error               *string
+	}
+	if err := json.Unmarshal(body, &p); err != nil || !strings.HasPrefix(p.Type, "urn:credproxy:problem:") ||
+		p.Title == "" || p.Status != code || p.Detail == "" || p.Error == nil || *p.Error != p.Detail {
+		t.Errorf("%s: expected a problem+json body {\"type\": \"urn:credproxy:problem:…\", \"title\", \"status\": %d, \"detail\", \"error\" = detail}; got %q",
+			what, code, trunc(body))
+	}
+	return p.Detail
 }
 
 func trunc(b []byte) string {

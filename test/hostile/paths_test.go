@@ -34,7 +34,7 @@ func TestEncodedDotSegments(t *testing.T) {
 			if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusBadRequest {
 				t.Errorf("GET %s: expected 403 (or 400) JSON, got %d %q", path, resp.StatusCode, trunc(body))
 			} else {
-				jsonErrorBody(t, "GET "+path, body)
+				jsonErrorBody(t, "GET "+path, resp.StatusCode, resp.Header, body)
 			}
 			if l := up.sawSecret(keyValue); l != "" {
 				t.Errorf("GET %s: expected no request carrying the key upstream; it saw %s", path, l)

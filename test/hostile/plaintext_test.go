@@ -77,7 +77,7 @@ func cleartextInTunnel(t *testing.T, rec *recorder, ruleHost, authority string) 
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("plain HTTP inside CONNECT %s: expected 403, got %d %q", authority, resp.StatusCode, trunc(body))
 	}
-	jsonErrorBody(t, "plain HTTP inside CONNECT", body)
+	jsonErrorBody(t, "plain HTTP inside CONNECT", resp.StatusCode, resp.Header, body)
 }
 
 func TestCleartextInsideConnectRuledPort(t *testing.T) {
@@ -105,7 +105,7 @@ func TestCleartextAbsoluteForm(t *testing.T) {
 		if code != http.StatusForbidden {
 			t.Errorf("curl -x proxy %s: expected 403, got %d %q", c.url, code, trunc(body))
 		} else {
-			jsonErrorBody(t, "curl "+c.url, body)
+			jsonErrorBody(t, "curl "+c.url, code, nil, body)
 		}
 		if l := leakIn(c.rec.bytes(), keyValue); l != "" {
 			t.Errorf("%s: the plain upstream received the credential in clear: %s", c.url, l)

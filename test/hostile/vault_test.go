@@ -60,7 +60,7 @@ rules:
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Errorf("credential from a failing store: expected 502, got %d %q", resp.StatusCode, trunc(body))
 	}
-	if msg := jsonErrorBody(t, "store failure", body); !strings.Contains(msg, "kv-hostile") {
+	if msg := jsonErrorBody(t, "store failure", resp.StatusCode, resp.Header, body); !strings.Contains(msg, "kv-hostile") {
 		t.Errorf("store failure: expected the error to name credential \"kv-hostile\", got %q", msg)
 	}
 	if l := leakIn(raw, vaultToken); l != "" {
