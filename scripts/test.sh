@@ -51,6 +51,12 @@ if [ "$fuzztime" != 0 ]; then
 	for target in rules:FuzzParse rules:FuzzMatch rules:FuzzParseDest \
 		internal/secret:FuzzScrubberBody internal/secret:FuzzScrubberString; do
 		echo "== fuzz ${target#*:} (${fuzztime})"
-		go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "./${target%%:*}/"
+		# Exploration, not a test: the committed corpus already ran above and
+		# fails the build. A new finding is printed (and its input written to
+		# testdata/fuzz) for the next change to fix and commit, but does not
+		# fail CI: a fresh random finding would make every landing a coin toss.
+		if ! go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime "$fuzztime" "./${target%%:*}/"; then
+			echo "FUZZ FINDING in ${target}: see above; commit the input under testdata/fuzz with a fix"
+		fi
 	done
 fi
