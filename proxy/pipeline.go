@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -70,6 +71,10 @@ func (p *Proxy) newPipeline() *httputil.ReverseProxy {
 			pr.Out.URL.Scheme = rt.scheme
 			pr.Out.URL.Host = authority(rt.dest, rt.scheme)
 			pr.Out.Host = ""
+			if pr.In.ProtoMajor == 2 && pr.Out.Body != nil {
+				// See doneBody.agentBody.
+				pr.Out = pr.Out.WithContext(context.WithValue(pr.Out.Context(), agentBodyKey{}, pr.In.Body))
+			}
 		},
 		Transport: roundTripFunc(p.exchange),
 		// 0: ReverseProxy flushes every write of a stream (text/event-stream,
@@ -200,7 +205,7 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 			"path", req.URL.EscapedPath(), "status", resp.StatusCode, "outcome", outcome,
 			"lease_id", d.ticket.LeaseID, "duration_ms", time.Since(start).Milliseconds())
 	}
-	return p.track(resp)
+	return p.track(req, resp)
 }
 
 // upstreamRefusal maps a transport error to a refusal.
@@ -285,16 +290,19 @@ func cleanPurpose(s string, maxLen int) string {
 
 // track counts req as in flight until its response body is closed, so Drain
 // can wait for it and the maxInflight slot is returned.
-func (p *Proxy) track(resp *http.Response) *http.Response {
+func (p *Proxy) track(req *http.Request, resp *http.Response) *http.Response {
 	p.inflight.Add(1)
 	done := func() { p.inflight.Add(-1); p.releaseSlot() }
 	if resp.StatusCode == http.StatusSwitchingProtocols || resp.Body == nil || resp.Body == http.NoBody {
 		done() // an upgraded connection is not a request to drain
 		return resp
 	}
-	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	agent, _ := req.Context().Value(agentBodyKey{}).(io.Closer)
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done, agentBody: agent}
 	return resp
 }
+
+type agentBodyKey struct{}
 
 func (p *Proxy) acquireSlot() bool {
 	select {
@@ -312,9 +320,23 @@ type doneBody struct {
 	io.ReadCloser
 	once sync.Once
 	done func()
+	// agentBody is an HTTP/2 agent's request body, closed first. The
+	// HTTP/2 transport's Close waits until it has stopped sending the
+	// request body, and ReverseProxy hands it a body whose Close does
+	// nothing: a gRPC server that ends a call while the agent's stream is
+	// still open (an error status mid-stream) would leave the transport
+	// waiting on the agent and the agent waiting on the status, for ever.
+	// Once the response is over the rest of the agent's stream has nowhere
+	// to go; closing it is what the HTTP/2 server does anyway when the
+	// handler returns. (An HTTP/1.1 body's Close may block reading what is
+	// left, so it is not closed here.)
+	agentBody io.Closer
 }
 
 func (b *doneBody) Close() error {
+	if b.agentBody != nil {
+		_ = b.agentBody.Close()
+	}
 	err := b.ReadCloser.Close()
 	b.once.Do(b.done)
 	return err
