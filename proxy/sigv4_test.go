@@ -39,6 +39,7 @@ var awsTestCredJSON = fmt.Sprintf(`{"Version": 1, "AccessKeyId": %q, "SecretAcce
 const (
 	bedrockHost = "bedrock-runtime.us-east-1.amazonaws.com"
 	s3Host      = "s3.us-east-1.amazonaws.com"
+	ddbHost     = "dynamodb.us-east-1.amazonaws.com"
 )
 
 // sigv4Config is the README's Bedrock example, plus an S3 rule that streams
@@ -56,6 +57,10 @@ rules:
     hosts: [s3.us-east-1.amazonaws.com]
     credential: aws
     sign: {aws_sigv4: {service: s3, region: us-east-1, payload: unsigned}}
+  - name: dynamodb
+    hosts: [dynamodb.us-east-1.amazonaws.com]
+    credential: aws
+    sign: {aws_sigv4: {service: dynamodb, region: us-east-1}}
 `
 
 // botocorePython is an interpreter that can import botocore: $CREDPROXY_PYTHON,
@@ -90,7 +95,7 @@ func startSigV4Upstream(t *testing.T, p *pki) string {
 	t.Helper()
 	py := botocorePython(t)
 	dir := t.TempDir()
-	leaf, err := p.ca.SignLeaf(bedrockHost, s3Host)
+	leaf, err := p.ca.SignLeaf(bedrockHost, s3Host, ddbHost)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +195,7 @@ func TestSigV4SignsThroughProxy(t *testing.T) {
 	t.Setenv("CREDPROXY_TEST_AWS", awsTestCredJSON)
 	p := newPKI(t, t.TempDir())
 	addr := startSigV4Upstream(t, p)
-	e := startProxy(t, p, sigv4Config, map[string]string{bedrockHost + ":443": addr, s3Host + ":443": addr})
+	e := startProxy(t, p, sigv4Config, map[string]string{bedrockHost + ":443": addr, s3Host + ":443": addr, ddbHost + ":443": addr})
 	c := e.client(e.ca)
 
 	send := func(t *testing.T, method, url string, body io.Reader, length int64, hdr http.Header) *http.Response {
@@ -339,6 +344,27 @@ func TestSigV4SignsThroughProxy(t *testing.T) {
 		resp = send(t, "POST", "https://"+bedrockHost+"/model/m/invoke", pr, -1, http.Header{})
 		if _, _ = refusedAs(t, resp, "body-too-large"); resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("streamed oversized body: %d, want 413", resp.StatusCode)
+		}
+	})
+
+	t.Run("a real AWS SDK with a placeholder key", func(t *testing.T) {
+		// botocore as the agent: it signs with its dummy key, credproxy
+		// re-signs, the upstream verifies; 403 would raise ClientError.
+		script := `
+import botocore.session
+c = botocore.session.get_session().create_client("dynamodb", region_name="us-east-1",
+    aws_access_key_id="AKIAPLACEHOLDER", aws_secret_access_key="placeholder-secret",
+    aws_session_token="placeholder-token")
+r = c.list_tables(Limit=5)
+print("status", r["ResponseMetadata"]["HTTPStatusCode"])
+`
+		cmd := exec.Command(botocorePython(t), "-c", script)
+		cmd.Env = append(os.Environ(), "HTTPS_PROXY="+e.url.String(), "https_proxy="+e.url.String(),
+			"AWS_CA_BUNDLE="+e.caFile, "NO_PROXY=", "no_proxy=", "AWS_CONFIG_FILE=/dev/null",
+			"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "status 200") {
+			t.Fatalf("botocore through credproxy: %v\n%s", err, out)
 		}
 	})
 
