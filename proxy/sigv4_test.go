@@ -452,3 +452,42 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestSigV4AbandonedBodyReleasesSlot: an agent that promises a body, sends
+// part of it and hangs up while credproxy buffers it to sign must not keep
+// the request's maxInflight slot; with maxInflight 1 a leaked slot would
+// refuse every later request with 503.
+func TestSigV4AbandonedBodyReleasesSlot(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_AWS", awsTestCredJSON)
+	p := newPKI(t, t.TempDir())
+	addr := startSigV4Upstream(t, p)
+	e := startProxy(t, p, "limits: {maxInflight: 1}\n"+sigv4Config, map[string]string{bedrockHost + ":443": addr})
+
+	c, _, resp := rawConnect(t, e, bedrockHost+":443")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %d", resp.StatusCode)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: bedrockHost, RootCAs: e.ca, NextProtos: []string{"http/1.1"}})
+	fmt.Fprintf(tc, "POST /model/m/invoke HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n%s", bedrockHost, strings.Repeat("x", 10))
+	_ = tc.Close()
+
+	client := e.client(e.ca)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get("https://" + bedrockHost + "/foundation-models")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			if v := readVerdict(t, resp); resp.StatusCode != http.StatusOK || !v.OK {
+				t.Fatalf("request after the abandoned one: %d %q", resp.StatusCode, v.Reason)
+			}
+			return
+		}
+		msg, _ := refusedAs(t, resp, "too-many-requests")
+		if time.Now().After(deadline) {
+			t.Fatalf("the abandoned request still holds the only slot after 20s: %s", msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
