@@ -247,3 +247,36 @@ func TestSigningValues(t *testing.T) {
 		t.Errorf("an injecting rule's SigningValues = %q, want nil", got)
 	}
 }
+
+// TestSignRequestDropsStraySignatureParams: signature parameters in the
+// query of a header-signed request (a token or date the agent put there) are
+// dropped, not signed and sent beside credproxy's headers.
+func TestSignRequestDropsStraySignatureParams(t *testing.T) {
+	v := Values{Data: map[string]string{"AccessKeyId": testKeyID, "SecretAccessKey": testSecret}}
+	r := signRule(t, "{aws_sigv4: {service: execute-api, region: eu-west-1}}")
+	req, _ := http.NewRequest("GET", "https://h.example.com/p?a=1&X-Amz-Security-Token=placeholder&x-amz-date=1&b=two%20words", nil)
+	if err := r.SignRequest(req, v, make([]byte, 32), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if req.URL.RawQuery != "a=1&b=two%20words" || req.Header.Get("Authorization") == "" || req.Header.Get("X-Amz-Security-Token") != "" {
+		t.Errorf("query %q, headers %v: want a=1&b=two%%20words, a header signature and no token", req.URL.RawQuery, req.Header)
+	}
+}
+
+func BenchmarkSignRequest(b *testing.B) {
+	c, err := Parse("c.yaml", []byte(signCreds+"rules:\n  - name: aws\n    hosts: [h]\n    credential: aws\n    sign: {aws_sigv4: {service: bedrock, region: us-east-1}}\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := c.Rules[0]
+	v := Values{Data: map[string]string{"AccessKeyId": testKeyID, "SecretAccessKey": testSecret, "SessionToken": testToken}}
+	hash := make([]byte, 32)
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest("POST", "https://bedrock-runtime.us-east-1.amazonaws.com/model/m%3A0/invoke?a=1", nil)
+		req.Header.Set("Content-Type", "application/json")
+		if err := r.SignRequest(req, v, hash, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
