@@ -3,6 +3,7 @@ module github.com/credproxy/credproxy
 go 1.26.0
 
 require (
+	github.com/aws/smithy-go/aws-http-auth v1.2.2
 	github.com/elazarl/goproxy v1.9.3
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/hashicorp/vault/api v1.23.0

@@ -66,6 +66,8 @@ var (
 	probAmbiguousPath     = &problem{"ambiguous-path", "Ambiguous request path", http.StatusForbidden, outcomeDenied}
 	probMethodRefused     = &problem{"method-refused", "Method not forwarded", http.StatusForbidden, outcomeDenied}
 	probOwnAddress        = &problem{"own-address", "Destination is credproxy itself", http.StatusForbidden, outcomeDenied}
+	probUnsignable        = &problem{"unsignable-request", "Request cannot be signed as sent", http.StatusBadRequest, outcomeDenied}
+	probBodyTooLarge      = &problem{"body-too-large", "Request body too large to sign", http.StatusRequestEntityTooLarge, outcomeDenied}
 	probCredUnavailable   = &problem{"credential-unavailable", "Credential unavailable", http.StatusBadGateway, outcomeError}
 	probInjectionFailed   = &problem{"injection-failed", "Credential could not be injected", http.StatusBadGateway, outcomeError}
 	probUpstreamDown      = &problem{"upstream-unreachable", "Upstream unreachable", http.StatusBadGateway, outcomeError}
@@ -86,6 +88,7 @@ const statusClientClosed = 499
 var problems = []*problem{
 	probBadRequest, probNotAProxyRequest, probSchemeNotProxied, probProxyAuthRequired, probMisdirected,
 	probUnmatchedDenied, probIdentityDenied, probCleartextRefused, probAmbiguousPath, probMethodRefused, probOwnAddress,
+	probUnsignable, probBodyTooLarge,
 	probCredUnavailable, probInjectionFailed, probUpstreamDown, probUpstreamTimeout, probUpstreamError, probUnscannable,
 	probTooManyRequests, probTooManyConns, probInternal, probClientClosed,
 }
@@ -152,6 +155,20 @@ func methodRefused(method string) *refusal {
 // ownAddress: the destination resolved to one of credproxy's listeners.
 func ownAddress(rule string, dest rules.Dest) *refusal {
 	return refuseAs(probOwnAddress, rule, "", dest.String()+" is credproxy itself; it does not proxy to its own listeners")
+}
+
+// unsignable: a signing rule's request that credproxy will not sign as
+// sent; reason is rules.ErrUnsignable's text, which names no value.
+func unsignable(rule, reason string) *refusal {
+	return refuseAs(probUnsignable, rule, "", reason)
+}
+
+// bodyTooLarge: a body over the rule's maxBodyBytes, which a signed payload
+// must be buffered to hash.
+func bodyTooLarge(rule string, limit int) *refusal {
+	return refuseAs(probBodyTooLarge, rule, "", fmt.Sprintf(
+		"rule %q signs the request body, which credproxy buffers up to %d bytes (sign.aws_sigv4.maxBodyBytes); "+
+			"this body is larger. A service that accepts UNSIGNED-PAYLOAD (S3) can use payload: unsigned", rule, limit))
 }
 
 // credentialUnavailable: the lease manager could not supply the credential;

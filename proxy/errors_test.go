@@ -29,6 +29,8 @@ func everyRefusal() map[*problem]*refusal {
 		probAmbiguousPath:     ambiguousPath(d),
 		probMethodRefused:     methodRefused(http.MethodTrace),
 		probOwnAddress:        ownAddress("api", d),
+		probUnsignable:        unsignable("aws", "aws-chunked streaming uploads are not re-signed"),
+		probBodyTooLarge:      bodyTooLarge("aws", 10<<20),
 		probCredUnavailable:   credentialUnavailable("api", "key", `credential "key": store vault unavailable (HTTP 5xx)`),
 		probInjectionFailed:   injectionFailed("api", "key"),
 		probUpstreamDown:      upstreamUnreachable("api", d, "dial: connection refused"),

@@ -178,6 +178,10 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 		req.Header.Del("Accept-Encoding")
 		req = withMaskedInformational(req, s)
 	}
+	if ref := p.sign(req, rt, d); ref != nil { // last: nothing may change req after it
+		p.releaseSlot()
+		return p.refuse(req, rt, ref)
+	}
 	resp, err := p.tr.RoundTrip(req)
 	if err != nil {
 		p.releaseSlot()
@@ -252,6 +256,7 @@ func injectedValues(req *http.Request, rule *rules.Rule, t lease.Ticket) []strin
 	for _, v := range t.Data {
 		vals = append(vals, v)
 	}
+	vals = append(vals, rule.SigningValues(valuesOf(t))...)
 	slot := ""
 	if rule.Inject.Header != "" {
 		slot = req.Header.Get(rule.Inject.Header)

@@ -137,6 +137,7 @@ type Rule struct {
 	Credential string   // key of Config.Credentials
 	Purpose    string   // free text for the audit trail
 	Inject     Inject
+	Sign       *Sign    // set instead of Inject: the request is signed with the credential
 	Remove     []string // canonical header names deleted before injecting
 	// AllowPlaintext lets the credential go out over plain HTTP. Only a rule
 	// whose hosts are all loopback may set it: anywhere else it is readable

@@ -31,10 +31,14 @@ func (Values) MarshalJSON() ([]byte, error) { return []byte(`"` + secret.Redacte
 // Apply runs r's injection on req: it deletes the headers in Remove, then
 // sets the rule's header or query parameter to the rendered value, replacing
 // whatever the agent sent there (a placeholder key is overwritten, never kept
-// beside the real one). Errors wrap ErrInject and never contain v.
+// beside the real one). A signing rule (Sign) only deletes Remove here: the
+// proxy calls SignRequest last. Errors wrap ErrInject and never contain v.
 func (r *Rule) Apply(req *http.Request, v Values) error {
 	for _, h := range r.Remove {
 		delete(req.Header, h)
+	}
+	if r.Sign != nil {
+		return nil // signed last, by SignRequest, once nothing else changes req
 	}
 	if r.value.usesValue && v.Value == "" {
 		return fmt.Errorf("rule %q: %w: %w", r.Name, ErrInject, errNoValue)

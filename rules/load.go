@@ -214,7 +214,7 @@ func (l *loader) rules(n *yaml.Node) []*Rule {
 	for i, item := range l.items(n, "rules") {
 		field := index("rules", i)
 		f := l.fields(item, field, "name", "hosts", "paths", "methods", "identities",
-			"credential", "purpose", "inject", "remove", "allowPlaintext")
+			"credential", "purpose", "inject", "sign", "remove", "allowPlaintext")
 		inj := l.fields(f["inject"], join(field, "inject"), "header", "query", "value")
 		out = append(out, &Rule{
 			Name:       l.str(f["name"], join(field, "name"), ""),
@@ -230,6 +230,7 @@ func (l *loader) rules(n *yaml.Node) []*Rule {
 				Query:  l.str(inj["query"], join(field, "inject.query"), ""),
 				Value:  l.str(inj["value"], join(field, "inject.value"), ""),
 			},
+			Sign:           l.sign(f["sign"], join(field, "sign")),
 			AllowPlaintext: l.boolean(f["allowPlaintext"], join(field, "allowPlaintext"), false),
 			Line:           item.Line,
 		})

@@ -286,7 +286,9 @@ func (l *loader) compileRule(r *Rule, field string) {
 		}
 		r.Remove[j] = http.CanonicalHeaderKey(h)
 	}
-	l.compileInject(r, join(field, "inject"))
+	if !l.compileSign(r, field) {
+		l.compileInject(r, join(field, "inject"))
+	}
 }
 
 // Headers that net/http sets itself or that are hop-by-hop: a value injected

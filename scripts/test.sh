@@ -18,9 +18,10 @@ if ! python3 -c 'import requests' 2>/dev/null; then
 	export CREDPROXY_PYTHON=/usr/bin/python3
 fi
 # test/clients: Debian's python3 with httpx and websocket-client, git (its
-# http-backend), and the Node SDKs pinned in test/clients/node.
+# http-backend), and the Node SDKs pinned in test/clients/node; botocore for
+# proxy's SigV4 tests, whose upstream re-verifies signatures with it.
 missing=()
-for mod in requests:python3-requests httpx:python3-httpx websocket:python3-websocket; do
+for mod in requests:python3-requests httpx:python3-httpx websocket:python3-websocket botocore:python3-botocore; do
 	/usr/bin/python3 -c "import ${mod%%:*}" 2>/dev/null || missing+=("${mod#*:}")
 done
 [ -x "$(git --exec-path 2>/dev/null)/git-http-backend" ] || missing+=(git)
