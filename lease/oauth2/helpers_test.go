@@ -95,3 +95,20 @@ func notIn(t *testing.T, secrets []string, texts map[string]string) {
 }
 
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
+
+// current waits for the manager's current lease (not one rotated out) whose
+// id is not notID, and returns it.
+func (e *managerEnv) current(t *testing.T, notID string) lease.Info {
+	t.Helper()
+	var got lease.Info
+	testutil.WaitFor(t, func() bool {
+		for _, in := range e.m.List() {
+			if in.ID != notID && in.State != "retiring" {
+				got = in
+				return true
+			}
+		}
+		return false
+	}, "a current lease other than "+notID)
+	return got
+}
