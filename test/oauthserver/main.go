@@ -20,7 +20,6 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"log"
 	"log/slog"
 	"net"
@@ -95,7 +94,7 @@ type idSecret struct{ id, secret string }
 func split(s string) idSecret {
 	id, secret, ok := strings.Cut(s, ":")
 	if !ok || id == "" || secret == "" {
-		log.Fatal(fmt.Sprintf("oauthserver: want id:secret, not %q", s))
+		log.Fatalf("oauthserver: want id:secret, not %q", s)
 	}
 	return idSecret{id, secret}
 }
