@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/credproxy/credproxy/internal/oauthtest"
 	"github.com/credproxy/credproxy/internal/testutil"
+	"github.com/credproxy/credproxy/lease/leasetest"
 )
 
 // oauthEnv is the real authorization server of internal/oauthtest, an HTTPS
@@ -60,6 +62,12 @@ rules:
 
 func newOAuthEnv(t *testing.T, tokenTTL time.Duration) *oauthEnv {
 	t.Helper()
+	return newOAuthEnvWith(t, tokenTTL, serveOptions{})
+}
+
+// newOAuthEnvWith is newOAuthEnv with options (o.Clock: a fake lease clock).
+func newOAuthEnvWith(t *testing.T, tokenTTL time.Duration, o serveOptions) *oauthEnv {
+	t.Helper()
 	e := &oauthEnv{srv: oauthtest.Start(t, tokenTTL), dir: t.TempDir(), logs: &testutil.SyncBuffer{}}
 	e.up = httptest.NewTLSServer(http.HandlerFunc(e.resource))
 	t.Cleanup(e.up.Close)
@@ -70,7 +78,8 @@ func newOAuthEnv(t *testing.T, tokenTTL time.Duration) *oauthEnv {
 	os.WriteFile(cfgFile, fmt.Appendf(nil, oauthRules, e.srv.TokenURL, e.srv.RevokeURL, e.srv.CAFile,
 		strings.TrimPrefix(e.up.URL, "https://")), 0o600)
 	cfg := mustLoad(t, cfgFile)
-	e.served = startServeWith(t, cfg, serveOptions{Log: slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	o.Log = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.served = startServeWith(t, cfg, o)
 	e.client = agent(t, e.proxy, cfg.CA.Cert)
 	return e
 }
@@ -155,10 +164,11 @@ func TestOAuth2TokenThroughProxy(t *testing.T) {
 // mints once.
 func TestOAuth2ConcurrentFirstRequestsThroughProxy(t *testing.T) {
 	e := newOAuthEnv(t, time.Hour)
-	// 200 agents' connections, each a CONNECT and two TLS handshakes, fit
-	// the client timeout on 2 shared cores under -race; 1000 do not. The
-	// lease/oauth2 test sends 1000 concurrent first Gets to the manager.
-	const n = 200
+	// Each request is a CONNECT, two TLS handshakes and an introspection
+	// at the server: 50 at once fit the client's timeout on 2 shared cores
+	// under -race with room to spare (200 took 2 to 30s). The lease/oauth2
+	// test sends 1000 concurrent first Gets to the manager.
+	const n = 50
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
@@ -259,5 +269,83 @@ func TestVertexServiceAccountThroughProxy(t *testing.T) {
 	}
 	if m, _ := g.Mints(); m != 1 {
 		t.Errorf("%d tokens minted; want 1", m)
+	}
+}
+
+// leaseInfo is one lease of the admin API's GET /leases.
+type leaseInfo struct {
+	ID, State       string
+	Issued, Expires time.Time
+}
+
+// currentLease waits for the current lease (not one rotated out) whose id
+// is not notID, as the admin API lists it.
+func (e *oauthEnv) currentLease(t *testing.T, notID string) leaseInfo {
+	t.Helper()
+	var got leaseInfo
+	testutil.WaitFor(t, func() bool {
+		code, body := e.adminRequest(t, http.MethodGet, "/leases", e.adminToken)
+		var ls []leaseInfo
+		if code != http.StatusOK || json.Unmarshal([]byte(body), &ls) != nil {
+			t.Fatalf("GET /leases: %d %s", code, body)
+		}
+		for _, l := range ls {
+			if l.ID != notID && l.State != "retiring" {
+				got = l
+				return true
+			}
+		}
+		return false
+	}, "a current lease other than "+notID)
+	return got
+}
+
+// Steady use of 2s tokens through the proxy: every request succeeds (the
+// upstream introspects each token at the real server) while the token is
+// re-minted before it expires. Lease time is a fake clock moved in 100ms
+// steps; a due rotation is awaited through the admin API before time moves on.
+func TestOAuth2ShortTokensSteadyUseThroughProxy(t *testing.T) {
+	clock := leasetest.NewClock(time.Now())
+	e := newOAuthEnvWith(t, 2*time.Second, serveOptions{Clock: clock})
+	if code, body := e.get(t); code != http.StatusOK {
+		t.Fatalf("first request: %d %s", code, body)
+	}
+	cur := e.currentLease(t, "")
+	tokens := map[string]bool{e.seen.Load().(string): true}
+	for i := 1; i <= 30; i++ { // 3s of fake time
+		clock.Advance(100 * time.Millisecond)
+		if term := cur.Expires.Sub(cur.Issued); !clock.Now().Before(cur.Expires.Add(-term / 2)) {
+			old := cur
+			cur = e.currentLease(t, old.ID)
+			if !cur.Issued.Before(old.Expires) {
+				t.Fatalf("replacement issued %v, after the old token's expiry %v", cur.Issued, old.Expires)
+			}
+		}
+		if code, body := e.get(t); code != http.StatusOK {
+			t.Fatalf("step %d: %d %s; want every request to succeed", i, code, body)
+		}
+		tokens[e.seen.Load().(string)] = true
+	}
+	st := e.srv.Stats(t)
+	if len(tokens) < 3 || st.ClientCredentials != len(tokens) {
+		t.Errorf("%d distinct tokens upstream, %d minted over 3s of <=2s tokens; want >= 3, equal", len(tokens), st.ClientCredentials)
+	}
+}
+
+// An idle token is revoked at the provider and audited with reason idle.
+func TestOAuth2IdleTokenRevokedThroughProxy(t *testing.T) {
+	clock := leasetest.NewClock(time.Now())
+	e := newOAuthEnvWith(t, time.Hour, serveOptions{Clock: clock})
+	if code, body := e.get(t); code != http.StatusOK {
+		t.Fatalf("first request: %d %s", code, body)
+	}
+	tok := e.seen.Load().(string)
+	clock.Advance(10 * time.Minute) // the credential's idleTimeout
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"reason":"idle"`) }, "the idle revocation in the audit trail")
+	if active, err := e.srv.Introspect(tok); err != nil || active {
+		t.Errorf("idle token active=%v (%v) at the server; want revoked", active, err)
+	}
+	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created,lease.revoked" {
+		t.Errorf("audit events %s; want lease.created,lease.revoked", got)
 	}
 }
