@@ -3,6 +3,8 @@ package oauth2
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -106,6 +108,9 @@ func (s *Source) jwtBearer() (minter, error) {
 	if conf.TokenURL == "" {
 		return nil, fmt.Errorf("tokenURL required: the key file has no token_uri")
 	}
+	if err := checkEndpoint(conf.TokenURL); err != nil {
+		return nil, fmt.Errorf("keyFile %s: token_uri: %w", s.cfg.KeyFile, err)
+	}
 	s.cfg.TokenURL = conf.TokenURL
 	conf.Audience = s.cfg.Audience // "" = the token URL, as RFC 7523 3 asks
 	return func(ctx context.Context) (*xoauth2.Token, error) {
@@ -143,4 +148,22 @@ func writeAtomic(path, value string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// checkEndpoint refuses a token_uri that is not https (plain http only to a
+// loopback address), as the config loader does for tokenURL: a key file's
+// token_uri is sent a signed grant.
+func checkEndpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("not a URL: %q", raw)
+	}
+	if u.Scheme == "https" {
+		return nil
+	}
+	ip := net.ParseIP(u.Hostname())
+	if u.Scheme == "http" && (u.Hostname() == "localhost" || ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("must be https, not %q", raw)
 }

@@ -98,3 +98,15 @@ func TestPrivateKeyFileSigns(t *testing.T) {
 		t.Errorf("error carries the key: %v", err)
 	}
 }
+
+// A key file whose token_uri is plain http to a remote host is refused at
+// start: the signed grant would cross the network in the clear.
+func TestServiceAccountPlainHTTPTokenURIRefused(t *testing.T) {
+	key := `{"type":"service_account","client_email":"a@p.iam.gserviceaccount.com","private_key_id":"k",` +
+		`"private_key":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n","token_uri":"http://idp.example.com/token"}`
+	_, err := oauth2.New(oauth2.Config{Name: "gcp", Grant: oauth2.GrantJWTBearer,
+		KeyFile: writeFile(t, t.TempDir(), "sa.json", key, 0o600)})
+	if err == nil || !strings.Contains(err.Error(), "token_uri: must be https") {
+		t.Fatalf("New: %v; want the http token_uri refused", err)
+	}
+}
