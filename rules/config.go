@@ -92,11 +92,12 @@ type Policy struct {
 // Source is a named secret store from `sources:`.
 type Source struct {
 	Name      string
-	Type      string // "vault"
+	Type      string // "vault" or "oauth2"
 	Address   string // default $VAULT_ADDR
 	Namespace string
 	CAFile    string
 	Auth      SourceAuth
+	OAuth2    *OAuth2Source // type oauth2 (source_oauth2.go)
 	Line      int
 }
 

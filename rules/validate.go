@@ -115,8 +115,12 @@ func (l *loader) checkSource(s *Source) {
 	if s.Name == "env" || s.Name == "file" {
 		l.errf(field, "%q is a built-in source; choose another name", s.Name)
 	}
+	if s.Type == SourceOAuth2 {
+		l.checkOAuth2Source(s)
+		return
+	}
 	if s.Type != "vault" {
-		l.errf(join(field, "type"), "must be vault, not %q", s.Type)
+		l.errf(join(field, "type"), "must be vault or oauth2, not %q", s.Type)
 	}
 	if s.Address == "" {
 		l.errf(join(field, "address"), "required (or set VAULT_ADDR)")
@@ -173,7 +177,9 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 			}
 			break
 		}
-		if cr.Path == "" {
+		if c.Sources[cr.Source].Type == SourceOAuth2 {
+			l.checkOAuth2Credential(cr, field)
+		} else if cr.Path == "" {
 			l.errf(join(field, "path"), "required for source %s", cr.Source)
 		}
 		only("env", cr.Env, "source env")

@@ -8,7 +8,7 @@
 # ${CREDPROXY_CACHE:-$HOME/.cache/credproxy}/vault when it is missing or its
 # sources changed, starts PostgreSQL, creates the superuser that Vault's
 # database engine uses and the credproxy_test database, and exports
-#   CREDPROXY_VAULT_BIN  CREDPROXY_PG_URL
+#   CREDPROXY_VAULT_BIN  CREDPROXY_OAUTH_BIN  CREDPROXY_PG_URL
 # It does not start Vault: each test starts its own dev server.
 # Being sourced, it never exits the caller's shell; it returns 1 on failure.
 
@@ -40,6 +40,25 @@ _credproxy_services() {
 		echo "services: built $("$bin" version)"
 	fi
 	export CREDPROXY_VAULT_BIN="$bin"
+
+	# --- OAuth 2.0 authorization server ------------------------------------
+	# test/oauthserver: zitadel/oidc's OpenID provider, a separate module so
+	# its dependencies stay out of credproxy's go.mod. Rebuilt when its
+	# sources change (same stamp scheme as Vault); tests start their own.
+	local obin="$cache/oauthserver" owant
+	owant="$(cd "$root/test/oauthserver" && cat go.mod go.sum ./*.go | sha256sum | cut -d' ' -f1)" || return 1
+	if [[ -x "$obin" && "$(cat "$obin.sources" 2>/dev/null)" == "$owant" ]]; then
+		echo "services: oauthserver binary up to date: $obin"
+	else
+		echo "services: building oauthserver into $obin"
+		mkdir -p "$cache" || return 1
+		(cd "$root/test/oauthserver" && go mod download && go build -o "$obin.tmp" .) || {
+			echo "services: oauthserver build failed" >&2
+			return 1
+		}
+		mv "$obin.tmp" "$obin" && echo "$owant" >"$obin.sources" || return 1
+	fi
+	export CREDPROXY_OAUTH_BIN="$obin"
 
 	# --- PostgreSQL --------------------------------------------------------
 	local sudo=()
@@ -87,7 +106,7 @@ _credproxy_services() {
 	fi
 	unset -f _credproxy_pg
 	export CREDPROXY_PG_URL="postgres://$pguser:$pgpass@127.0.0.1:$pgport/$pgdb?sslmode=disable"
-	echo "services: exported CREDPROXY_VAULT_BIN=$CREDPROXY_VAULT_BIN CREDPROXY_PG_URL=postgres://$pguser:***@127.0.0.1:$pgport/$pgdb"
+	echo "services: exported CREDPROXY_VAULT_BIN=$CREDPROXY_VAULT_BIN CREDPROXY_OAUTH_BIN=$CREDPROXY_OAUTH_BIN CREDPROXY_PG_URL=postgres://$pguser:***@127.0.0.1:$pgport/$pgdb"
 }
 
 _credproxy_services

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/credproxy/credproxy/lease"
+	"github.com/credproxy/credproxy/lease/oauth2"
 	"github.com/credproxy/credproxy/lease/static"
 	"github.com/credproxy/credproxy/lease/vault"
 	"github.com/credproxy/credproxy/rules"
@@ -15,6 +16,7 @@ import (
 // the clients' background work.
 func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Credential, close func(), err error) {
 	clients := map[string]*vault.Client{}
+	tokenSources := map[string]*oauth2.Source{}
 	close = func() {
 		for _, c := range clients {
 			c.Close()
@@ -28,6 +30,18 @@ func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Creden
 		case "file":
 			lc.Source = static.File{Path: c.File}
 		default:
+			if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceOAuth2 {
+				src, ok := tokenSources[c.Source]
+				if !ok {
+					if src, err = newOAuth2Source(s, log); err != nil {
+						close()
+						return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+					}
+					tokenSources[c.Source] = src
+				}
+				lc.Source = src
+				break
+			}
 			client, ok := clients[c.Source]
 			if !ok {
 				client, err = newVaultClient(cfg.Sources[c.Source], log)
