@@ -97,6 +97,7 @@ type Source struct {
 	Namespace string
 	CAFile    string
 	Auth      SourceAuth
+	GitHubApp *GitHubApp // type github_app only (source_githubapp.go)
 	Line      int
 }
 

@@ -155,6 +155,10 @@ func (l *loader) policy(f map[string]*yaml.Node, field, ttlKey string, base Poli
 func (l *loader) sources(n *yaml.Node) map[string]*Source {
 	out := map[string]*Source{}
 	for _, e := range l.entries(n, "sources") {
+		if s := l.githubAppSource(e); s != nil {
+			out[e.key] = s
+			continue
+		}
 		f := l.fields(e.value, e.field, "type", "address", "namespace", "caFile", "auth")
 		s := &Source{
 			Name:      e.key,

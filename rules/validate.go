@@ -115,8 +115,12 @@ func (l *loader) checkSource(s *Source) {
 	if s.Name == "env" || s.Name == "file" {
 		l.errf(field, "%q is a built-in source; choose another name", s.Name)
 	}
+	if s.Type == SourceGitHubApp {
+		l.checkGitHubAppSource(s, field)
+		return
+	}
 	if s.Type != "vault" {
-		l.errf(join(field, "type"), "must be vault, not %q", s.Type)
+		l.errf(join(field, "type"), "must be vault or github_app, not %q", s.Type)
 	}
 	if s.Address == "" {
 		l.errf(join(field, "address"), "required (or set VAULT_ADDR)")
@@ -171,6 +175,10 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 			} else {
 				l.errf(join(field, "source"), "unknown source %q: want %s", cr.Source, choices)
 			}
+			break
+		}
+		if c.Sources[cr.Source].Type == SourceGitHubApp {
+			l.checkGitHubAppCredential(cr, field)
 			break
 		}
 		if cr.Path == "" {

@@ -12,8 +12,9 @@ import (
 
 // buildCredentials turns the config's credentials into lease credentials,
 // creating one store client per `sources:` entry that is used. close stops
-// the clients' background work.
-func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Credential, close func(), err error) {
+// the clients' background work. clock (nil: real time) is the lease
+// manager's, for sources that read the time themselves.
+func buildCredentials(cfg *rules.Config, log *slog.Logger, clock lease.Clock) (creds []lease.Credential, close func(), err error) {
 	clients := map[string]*vault.Client{}
 	close = func() {
 		for _, c := range clients {
@@ -28,6 +29,13 @@ func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Creden
 		case "file":
 			lc.Source = static.File{Path: c.File}
 		default:
+			if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceGitHubApp {
+				if lc.Source, err = newGitHubApp(s, log, clock); err != nil {
+					close()
+					return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+				}
+				break
+			}
 			client, ok := clients[c.Source]
 			if !ok {
 				client, err = newVaultClient(cfg.Sources[c.Source], log)
