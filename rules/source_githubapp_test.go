@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -163,6 +164,42 @@ func TestGitHubAppKeyMessages(t *testing.T) {
 		err := checkRSAKeyFile(filepath.Join(dir, file))
 		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
 			t.Errorf("%s: %v, want %q", file, err, want)
+		}
+	}
+}
+
+// The README's GitHub App example loads, and its rules send the token as a
+// Bearer to the REST API and as Basic x-access-token to git.
+func TestREADMEGitHubAppExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "<!-- github-app-example")
+	if !ok {
+		t.Fatal("README.md has no github-app-example marker")
+	}
+	_, block, _ := strings.Cut(after, "```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	dir := t.TempDir()
+	writeKeys(t, dir)
+	os.Rename(filepath.Join(dir, "rsa1.pem"), filepath.Join(dir, "github-app.pem"))
+	c, err := Parse(filepath.Join(dir, "rules.yaml"), []byte(block))
+	if err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	for _, tc := range []struct{ host, path, rule, want string }{
+		{"api.github.com", "/repos/acme/widgets/issues", "github-api", "Bearer ghs_example0123456789"},
+		{"github.com", "/acme/widgets.git/info/refs", "github-git", "Basic eC1hY2Nlc3MtdG9rZW46Z2hzX2V4YW1wbGUwMTIzNDU2Nzg5"},
+	} {
+		d, _ := ParseDest(tc.host, 443)
+		r, err := c.Match(d, "GET", tc.path, "agent")
+		if err != nil || r == nil || r.Name != tc.rule {
+			t.Fatalf("%s%s matched %v (%v), want rule %s", tc.host, tc.path, r, err, tc.rule)
+		}
+		req, _ := http.NewRequest("GET", "https://"+tc.host+tc.path, nil)
+		if err := r.Apply(req, Values{Value: "ghs_example0123456789"}); err != nil || req.Header.Get("Authorization") != tc.want {
+			t.Errorf("%s: Authorization %q (%v), want %q", tc.rule, req.Header.Get("Authorization"), err, tc.want)
 		}
 	}
 }
