@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -159,10 +160,13 @@ func (e *githubEnv) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// leaks fails the test if any of secrets appears in what the agent, the
-// log, the audit trail or the admin API could show.
+// leaks fails the test if any of secrets, or a line of the app's private
+// key, appears in what the agent, the log, the audit trail or the admin API
+// could show.
 func (e *githubEnv) leaks(t *testing.T, shown map[string]string, secrets ...string) {
 	t.Helper()
+	keyPEM := base64.StdEncoding.EncodeToString(x509.MarshalPKCS1PrivateKey(githubtest.Key(t)))
+	secrets = append(secrets, keyPEM[128:192]) // the third line of the PEM file
 	_, leases := e.adminRequest(t, "GET", "/leases", adminToken)
 	_, metrics := e.adminRequest(t, "GET", "/metrics", "")
 	all := map[string]string{"log": e.logs.String(), "audit": e.audit.String(), "/leases": leases, "/metrics": metrics}
