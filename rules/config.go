@@ -98,6 +98,7 @@ type Source struct {
 	CAFile    string
 	Auth      SourceAuth
 	OAuth2    *OAuth2Source // type oauth2 (source_oauth2.go)
+	GitHubApp *GitHubApp    // type github_app only (source_githubapp.go)
 	Line      int
 }
 

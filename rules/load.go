@@ -159,6 +159,10 @@ func (l *loader) sources(n *yaml.Node) map[string]*Source {
 			out[e.key] = l.oauth2Source(e)
 			continue
 		}
+		if s := l.githubAppSource(e); s != nil {
+			out[e.key] = s
+			continue
+		}
 		f := l.fields(e.value, e.field, "type", "address", "namespace", "caFile", "auth")
 		s := &Source{
 			Name:      e.key,

@@ -119,8 +119,12 @@ func (l *loader) checkSource(s *Source) {
 		l.checkOAuth2Source(s)
 		return
 	}
+	if s.Type == SourceGitHubApp {
+		l.checkGitHubAppSource(s, field)
+		return
+	}
 	if s.Type != "vault" {
-		l.errf(join(field, "type"), "must be vault or oauth2, not %q", s.Type)
+		l.errf(join(field, "type"), "must be vault, oauth2 or github_app, not %q", s.Type)
 	}
 	if s.Address == "" {
 		l.errf(join(field, "address"), "required (or set VAULT_ADDR)")
@@ -175,6 +179,10 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 			} else {
 				l.errf(join(field, "source"), "unknown source %q: want %s", cr.Source, choices)
 			}
+			break
+		}
+		if c.Sources[cr.Source].Type == SourceGitHubApp {
+			l.checkGitHubAppCredential(cr, field)
 			break
 		}
 		if c.Sources[cr.Source].Type == SourceOAuth2 {

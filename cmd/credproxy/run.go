@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	defer closeAudit()
 	m := metrics.New()
-	creds, closeSources, err := buildCredentials(cfg, log)
+	creds, closeSources, err := buildCredentials(cfg, log, o.Clock)
 	if err != nil {
 		return err
 	}

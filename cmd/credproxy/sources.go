@@ -13,8 +13,9 @@ import (
 
 // buildCredentials turns the config's credentials into lease credentials,
 // creating one store client per `sources:` entry that is used. close stops
-// the clients' background work.
-func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Credential, close func(), err error) {
+// the clients' background work. clock (nil: real time) is the lease
+// manager's, for sources that read the time themselves.
+func buildCredentials(cfg *rules.Config, log *slog.Logger, clock lease.Clock) (creds []lease.Credential, close func(), err error) {
 	clients := map[string]*vault.Client{}
 	tokenSources := map[string]*oauth2.Source{}
 	close = func() {
@@ -40,6 +41,13 @@ func buildCredentials(cfg *rules.Config, log *slog.Logger) (creds []lease.Creden
 					tokenSources[c.Source] = src
 				}
 				lc.Source = src
+				break
+			}
+			if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceGitHubApp {
+				if lc.Source, err = newGitHubApp(s, log, clock); err != nil {
+					close()
+					return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+				}
 				break
 			}
 			client, ok := clients[c.Source]
