@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
 )
 
 // SourceGitHubApp is the `type:` of a source that mints GitHub App
