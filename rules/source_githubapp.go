@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
 )
 
 // SourceGitHubApp is the `type:` of a source that mints GitHub App
