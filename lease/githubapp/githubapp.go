@@ -206,7 +206,7 @@ func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, err
 	s.log.Debug("github app: minted an installation token", "expires_at", expires)
 	return lease.Grant{
 		Value: out.Token,
-		Data:  map[string]string{"token": out.Token, "expires_at": expires},
+		Data:  map[string]string{"token": out.Token},
 		// Not the token: the id is shown in the audit trail and /leases.
 		SourceLeaseID: fmt.Sprintf("installations/%d/token@%s", s.install, expires),
 		TTL:           ttl,

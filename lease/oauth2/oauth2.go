@@ -140,7 +140,7 @@ func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, err
 	}
 	g := lease.Grant{
 		Value: tok.AccessToken,
-		Data:  map[string]string{"access_token": tok.AccessToken, "token_type": tok.Type()},
+		Data:  map[string]string{"access_token": tok.AccessToken},
 	}
 	if !tok.Expiry.IsZero() {
 		g.TTL = time.Until(tok.Expiry)
