@@ -97,18 +97,25 @@ func notIn(t *testing.T, secrets []string, texts map[string]string) {
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
 
 // current waits for the manager's current lease (not one rotated out) whose
-// id is not notID, and returns it.
+// id is not notID, and returns it. A failed lease operation ends the wait at
+// once, and a timeout says what the manager held and audited, so that a
+// failure names its cause rather than only the wait.
 func (e *managerEnv) current(t *testing.T, notID string) lease.Info {
 	t.Helper()
-	var got lease.Info
-	testutil.WaitFor(t, func() bool {
-		for _, in := range e.m.List() {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		infos := e.m.List()
+		for _, in := range infos {
 			if in.ID != notID && in.State != "retiring" {
-				got = in
-				return true
+				return in
 			}
 		}
-		return false
-	}, "a current lease other than "+notID)
-	return got
+		if strings.Contains(e.audit.String(), "lease.failed") {
+			t.Fatalf("waiting for a lease other than %s, a lease operation failed:\naudit:\n%s\nlogs:\n%s", notID, e.audit.String(), e.logs.String())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for a current lease other than %s; held %+v\naudit:\n%s\nlogs:\n%s", notID, infos, e.audit.String(), e.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
