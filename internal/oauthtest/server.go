@@ -61,10 +61,8 @@ type Server struct {
 	port     int
 	client   *http.Client
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	out  *testutil.SyncBuffer
-	done chan struct{}
+	proc testutil.Daemon
+	mu   sync.Mutex // guards the URLs, set by each start
 }
 
 // Start runs a server issuing access tokens that live tokenTTL, and stops it
@@ -87,15 +85,12 @@ func Start(t testing.TB, tokenTTL time.Duration) *Server {
 	s.writePKI(t)
 	s.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CA}}}
 	t.Cleanup(s.Stop)
-	var err error
-	for range 3 { // a free port can be taken before the server binds it
+	// A free port can be taken before the server binds it: try another.
+	testutil.Retry(t, "oauthtest: start", 3, 0, func() error {
 		s.port = freePort(t)
-		if err = s.start(); err == nil {
-			return s
-		}
-	}
-	t.Fatalf("oauthtest: start: %v", err)
-	return nil
+		return s.start()
+	})
+	return s
 }
 
 // Restart starts the server again on the same port after Stop. It keeps
@@ -103,42 +98,18 @@ func Start(t testing.TB, tokenTTL time.Duration) *Server {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
-	var err error
-	for range 50 { // the port may linger for a moment after the kill
-		if err = s.start(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("oauthtest: restart on %s: %v", s.Issuer, err)
+	// The port may linger for a moment after the kill.
+	testutil.Retry(t, "oauthtest: restart on "+s.Issuer, 50, 100*time.Millisecond, s.start)
 }
 
 // Stop kills the server and waits for it to exit. Calling it again does nothing.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Output returns what the running server has logged so far.
-func (s *Server) Output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.out == nil {
-		return ""
-	}
-	return s.out.String()
-}
+func (s *Server) Output() string { return s.proc.Output() }
 
 func (s *Server) start() error {
 	ready := filepath.Join(s.dir, "ready-"+randomHex()+".json")
-	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(s.bin,
 		"-addr", "127.0.0.1:"+strconv.Itoa(s.port),
 		"-cert", filepath.Join(s.dir, "leaf.pem"), "-key", filepath.Join(s.dir, "leaf-key.pem"),
@@ -146,40 +117,36 @@ func (s *Server) start() error {
 		"-client", ClientID+":"+s.ClientSecret,
 		"-refresh-client", RefreshClientID+":"+s.RefreshClientSecret,
 		"-resource", ResourceID+":"+s.ResourceSecret)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
+	var issuer string
+	// The server writes the ready file once it is listening.
+	err := s.proc.Start(cmd, func(exited <-chan struct{}) error {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			select {
+			case <-exited:
+				return fmt.Errorf("oauthserver exited during startup")
+			default:
+			}
+			if b, err := os.ReadFile(ready); err == nil {
+				var r struct{ Issuer string }
+				if err := json.Unmarshal(b, &r); err != nil {
+					return err
+				}
+				issuer = r.Issuer
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("oauthserver not ready after 30s")
+			}
+		}
+	})
+	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	// Wait for the ready file: the server writes it once it is listening.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-done:
-			return fmt.Errorf("oauthserver exited during startup:\n%s", out.String())
-		default:
-		}
-		b, err := os.ReadFile(ready)
-		if err == nil {
-			var r struct{ Issuer string }
-			if err := json.Unmarshal(b, &r); err != nil {
-				_ = cmd.Process.Kill()
-				<-done
-				return err
-			}
-			s.mu.Lock()
-			s.cmd, s.done, s.out = cmd, done, out
-			s.Issuer = r.Issuer
-			s.TokenURL, s.IntrospectURL, s.RevokeURL = r.Issuer+"/oauth/token", r.Issuer+"/oauth/introspect", r.Issuer+"/revoke"
-			s.mu.Unlock()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			return fmt.Errorf("oauthserver not ready after 30s:\n%s", out.String())
-		}
-	}
+	s.mu.Lock()
+	s.Issuer = issuer
+	s.TokenURL, s.IntrospectURL, s.RevokeURL = issuer+"/oauth/token", issuer+"/oauth/introspect", issuer+"/revoke"
+	s.mu.Unlock()
+	return nil
 }
 
 // Stats is what the server counted (its GET /test/stats).

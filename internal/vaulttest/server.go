@@ -38,11 +38,9 @@ type Server struct {
 	port int
 	dir  string // HOME and log directory
 
+	proc testutil.Daemon
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	out  *testutil.SyncBuffer // the running server's output, for failure messages
-	done chan struct{}        // closed when cmd has exited
-	tag  string               // random per start; see PGUserPrefix
+	tag  string // random per start; see PGUserPrefix
 }
 
 // Start runs a dev server on a free port and stops it when the test ends.
@@ -57,16 +55,13 @@ func Start(t testing.TB) *Server {
 	}
 	s := &Server{RootToken: "root", bin: bin, dir: t.TempDir()}
 	t.Cleanup(s.Stop)
-	var err error
-	for range 3 { // a free port can be taken before Vault binds it
+	// A free port can be taken before Vault binds it: try another.
+	testutil.Retry(t, "vaulttest: start vault", 3, 0, func() error {
 		s.port = freePort(t)
 		s.Addr = "http://127.0.0.1:" + strconv.Itoa(s.port)
-		if err = s.start(); err == nil {
-			return s
-		}
-	}
-	t.Fatalf("vaulttest: start vault: %v", err)
-	return nil
+		return s.start()
+	})
+	return s
 }
 
 // Restart stops the server and starts a new one on the same port with the
@@ -76,72 +71,37 @@ func Start(t testing.TB) *Server {
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
-	var err error
-	for range 50 { // the port may linger for a moment after the kill
-		if err = s.start(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("vaulttest: restart vault on %s: %v", s.Addr, err)
+	// The port may linger for a moment after the kill.
+	testutil.Retry(t, "vaulttest: restart vault on "+s.Addr, 50, 100*time.Millisecond, s.start)
 }
 
 // Stop kills the server (like a crash: nothing is revoked) and waits for it
 // to exit. Calling it again, or on a stopped server, does nothing.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Output returns what the running server has logged so far.
-func (s *Server) Output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.out == nil {
-		return ""
-	}
-	return s.out.String()
-}
+func (s *Server) Output() string { return s.proc.Output() }
 
 func (s *Server) start() error {
-	out := &testutil.SyncBuffer{}
 	cmd := exec.Command(s.bin, "server", "-dev",
 		"-dev-root-token-id="+s.RootToken,
 		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(s.port),
 		"-dev-no-store-token")
 	cmd.Env = append(cleanEnv(), "HOME="+s.dir, "VAULT_LOG_LEVEL=warn")
 	cmd.Dir = s.dir
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-
 	conf := api.DefaultConfig()
 	conf.Address = s.Addr
 	conf.MaxRetries = 0
 	c, err := api.NewClient(conf)
 	if err != nil {
-		_ = cmd.Process.Kill()
-		<-done
 		return err
 	}
 	c.SetToken(s.RootToken)
-	if err := waitHealthy(c, done); err != nil {
-		_ = cmd.Process.Kill()
-		<-done
-		return fmt.Errorf("%w\n--- vault output ---\n%s", err, out.String())
+	if err := s.proc.Start(cmd, func(exited <-chan struct{}) error { return waitHealthy(c, exited) }); err != nil {
+		return err
 	}
 	s.mu.Lock()
-	s.cmd, s.done, s.out, s.Client = cmd, done, out, c
+	s.Client = c
 	s.tag = randomTag()
 	s.mu.Unlock()
 	return nil
