@@ -1,0 +1,267 @@
+// Package exec is the credential-helper source: it runs a configured
+// command (a password manager's CLI, an AWS credential_process) as a
+// subprocess, without a shell and with a minimal environment, and turns what
+// it prints into a lease. A grant cannot be renewed: the lease.Manager runs
+// the helper again before expiry. This package schedules nothing.
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	osexec "os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/credproxy/credproxy/internal/secret"
+	"github.com/credproxy/credproxy/lease"
+)
+
+// Defaults and bounds.
+const (
+	DefaultTimeout = 10 * time.Second
+	// MaxOutput bounds what is read of a helper's stdout: more, and it is
+	// killed and the run fails. A credential_process answer is under 4 KiB.
+	MaxOutput = 64 << 10
+	// maxStderr bounds what of its stderr reaches the log.
+	maxStderr = 16 << 10
+	// waitDelay is how long Wait waits, after the helper exits or is
+	// killed, for its output pipes to close (a process outside its group
+	// may hold them); then they are closed under it.
+	waitDelay = time.Second
+)
+
+// Config is one `sources:` entry of type exec.
+type Config struct {
+	Name    string            // the source's name, for errors and logs
+	Command []string          // the helper and its arguments; never run through a shell
+	Dir     string            // its working directory ("" = credproxy's)
+	Env     map[string]string // added to PATH and HOME, the only variables it inherits
+	Timeout time.Duration     // one run; 0 means DefaultTimeout
+	Clock   lease.Clock       // for expires_at and Expiration; nil = real time
+	Logger  *slog.Logger      // the helper's stderr, scrubbed; nil discards
+}
+
+// Source runs one helper per Acquire. It is a lease.Source and safe for
+// concurrent use.
+type Source struct {
+	name    string
+	path    string // Command[0], resolved
+	args    []string
+	dir     string
+	env     []string
+	envVals []string // the configured env values, masked in logged stderr too
+	timeout time.Duration
+	clock   lease.Clock
+	log     *slog.Logger
+}
+
+var _ lease.Source = (*Source)(nil)
+
+// New resolves the helper on credproxy's PATH and builds its environment.
+// It does not run it: the first Acquire does.
+func New(cfg Config) (*Source, error) {
+	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
+		return nil, fmt.Errorf("exec %s: no command", cfg.Name)
+	}
+	path, err := osexec.LookPath(cfg.Command[0])
+	if err != nil {
+		return nil, fmt.Errorf("exec %s: %w", cfg.Name, err)
+	}
+	s := &Source{
+		name: cfg.Name, path: path, args: cfg.Command[1:], dir: cfg.Dir,
+		timeout: cfg.Timeout, clock: cfg.Clock, log: cfg.Logger,
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
+	}
+	if s.clock == nil {
+		s.clock = lease.RealClock{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	// Only PATH and HOME are inherited: credproxy's environment can hold
+	// other credentials (OPENAI_API_KEY for an env source), which a helper
+	// has no business seeing.
+	env := map[string]string{}
+	for _, k := range []string{"PATH", "HOME"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range cfg.Env {
+		env[k] = v
+		s.envVals = append(s.envVals, v)
+	}
+	for k, v := range env {
+		s.env = append(s.env, k+"="+v)
+	}
+	sort.Strings(s.env)
+	return s, nil
+}
+
+// Acquire runs the helper and parses what it printed. The grant's TTL is
+// the expiry the helper gave (a hard cap, since it cannot be renewed), or 0
+// for the credential's TTL.
+func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, error) {
+	out, err := s.run(ctx)
+	if err != nil {
+		return lease.Grant{}, err
+	}
+	o, err := parse(out, s.clock.Now())
+	if err != nil {
+		return lease.Grant{}, s.fail(err)
+	}
+	s.log.Debug("exec: helper gave a credential", "source", s.name, "fields", len(o.data), "ttl", o.ttl)
+	return lease.Grant{Value: o.value, Data: o.data, TTL: o.ttl}, nil
+}
+
+// Renew always fails permanently: the manager runs the helper again
+// instead (it never renews a grant that is not Renewable).
+func (s *Source) Renew(context.Context, lease.Grant, time.Duration) (lease.Grant, error) {
+	return lease.Grant{}, &lease.SourceError{Kind: lease.ErrPermanent,
+		Err: fmt.Errorf("exec %s: a helper's credential cannot be renewed; the helper runs again instead", s.name)}
+}
+
+// Revoke does nothing: there is nothing to tell the helper. The manager
+// wipes its own copy of the value.
+func (s *Source) Revoke(context.Context, lease.Grant) error { return nil }
+
+// fail wraps a failure's fixed text (never the helper's output) as a
+// transient SourceError, retried with the manager's backoff.
+func (s *Source) fail(err error) error {
+	return &lease.SourceError{Err: fmt.Errorf("exec %s: %w", s.name, err)}
+}
+
+// run runs the helper once and returns its stdout. The helper gets its own
+// process group, and the whole group is killed at the timeout, when its
+// stdout passes MaxOutput, and after it exits: a grandchild holding the
+// pipe open cannot hold Acquire, nor outlive the run.
+func (s *Source) run(ctx context.Context) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, s.path, s.args...)
+	cmd.Dir, cmd.Env = s.dir, s.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return killGroup(cmd) }
+	cmd.WaitDelay = waitDelay
+	stdout := &capped{max: MaxOutput, over: cancel}
+	stderr := &capped{max: maxStderr}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return nil, s.fail(fmt.Errorf("start helper: %w", err))
+	}
+	err := cmd.Wait()
+	_ = killGroup(cmd) // what the helper left behind in its group
+	out, overflow := stdout.result()
+	s.logStderr(stderr, out)
+	switch {
+	case overflow:
+		return nil, s.fail(fmt.Errorf("helper printed more than %d bytes; killed", MaxOutput))
+	case ctx.Err() != nil:
+		cause := ctx.Err()
+		if errors.Is(cause, context.DeadlineExceeded) {
+			return nil, s.fail(fmt.Errorf("helper killed after its timeout of %v: %w", s.timeout, cause))
+		}
+		return nil, s.fail(fmt.Errorf("helper killed: %w", cause))
+	}
+	var exit *osexec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return nil, s.fail(exitError(exit))
+	case errors.Is(err, osexec.ErrWaitDelay):
+		// It exited 0, but something it started held its stdout open; that
+		// was killed with the group and the output read so far stands.
+		s.log.Warn("exec: the helper left a process holding its output open; it was killed", "source", s.name)
+	case err != nil:
+		return nil, s.fail(fmt.Errorf("helper: %w", err))
+	}
+	return out, nil
+}
+
+// exitError says how the helper ended: its status or signal only.
+func exitError(e *osexec.ExitError) error {
+	if ws, ok := e.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Errorf("helper killed by signal %v", ws.Signal())
+	}
+	return fmt.Errorf("helper exited with status %d", e.ExitCode())
+}
+
+// killGroup kills the helper's whole process group. Once the group is
+// empty the kill finds nothing, which is fine.
+func killGroup(cmd *osexec.Cmd) error {
+	if cmd.Process == nil {
+		return nil
+	}
+	err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	if errors.Is(err, syscall.ESRCH) {
+		return os.ErrProcessDone
+	}
+	return err
+}
+
+// logStderr logs what the helper wrote to stderr, a line per record, with
+// everything it printed on stdout masked (a helper may print the secret on
+// both) and the configured env values too (a service-account token).
+func (s *Source) logStderr(stderr *capped, stdout []byte) {
+	text, dropped := stderr.result()
+	if len(text) == 0 {
+		return
+	}
+	vals := append([]string{strings.TrimSpace(string(stdout))}, s.envVals...)
+	for _, line := range strings.Split(string(stdout), "\n") {
+		vals = append(vals, strings.TrimSpace(line))
+	}
+	if o, err := parse(stdout, s.clock.Now()); err == nil {
+		vals = append(vals, o.value)
+		for _, v := range o.data {
+			vals = append(vals, v)
+		}
+	} else {
+		vals = append(vals, jsonStrings(stdout)...)
+	}
+	sc := secret.NewScrubberMin(secret.MinInjectLen, vals...)
+	for _, line := range strings.Split(strings.TrimRight(string(text), "\n"), "\n") {
+		s.log.Warn("exec: helper stderr", "source", s.name, "line", sc.String(strings.TrimRight(line, "\r")))
+	}
+	if dropped {
+		s.log.Warn("exec: helper stderr cut", "source", s.name, "limit_bytes", maxStderr)
+	}
+}
+
+// capped keeps the first max bytes written to it. Past max it calls over
+// (once), if set, and drops the rest.
+type capped struct {
+	mu   sync.Mutex
+	buf  []byte
+	max  int
+	full bool
+	over func()
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - len(c.buf); len(p) > room {
+		c.buf = append(c.buf, p[:max(room, 0)]...)
+		if !c.full && c.over != nil {
+			c.over()
+		}
+		c.full = true
+		return len(p), nil
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+func (c *capped) result() ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf, c.full
+}
