@@ -44,7 +44,7 @@ type Config struct {
 	Env     map[string]string // added to PATH and HOME, the only variables it inherits
 	Timeout time.Duration     // one run; 0 means DefaultTimeout
 	Clock   lease.Clock       // for expires_at and Expiration; nil = real time
-	Logger  *slog.Logger      // the helper's stderr, scrubbed; nil discards
+	Logger  *slog.Logger      // the helper's stderr, masked; nil discards. Records do not name the source: give a logger With it
 }
 
 // Source runs one helper per Acquire. It is a lease.Source and safe for
@@ -118,7 +118,7 @@ func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, err
 	if err != nil {
 		return lease.Grant{}, s.fail(err)
 	}
-	s.log.Debug("exec: helper gave a credential", "source", s.name, "fields", len(o.data), "ttl", o.ttl)
+	s.log.Debug("exec: helper gave a credential", "fields", len(o.data), "ttl", o.ttl)
 	return lease.Grant{Value: o.value, Data: o.data, TTL: o.ttl}, nil
 }
 
@@ -178,7 +178,7 @@ func (s *Source) run(ctx context.Context) ([]byte, error) {
 	case errors.Is(err, osexec.ErrWaitDelay):
 		// It exited 0, but something it started held its stdout open; that
 		// was killed with the group and the output read so far stands.
-		s.log.Warn("exec: the helper left a process holding its output open; it was killed", "source", s.name)
+		s.log.Warn("exec: the helper left a process holding its output open; it was killed")
 	case err != nil:
 		return nil, s.fail(fmt.Errorf("helper: %w", err))
 	}
@@ -228,10 +228,10 @@ func (s *Source) logStderr(stderr *capped, stdout []byte) {
 	}
 	sc := secret.NewScrubberMin(secret.MinInjectLen, vals...)
 	for _, line := range strings.Split(strings.TrimRight(string(text), "\n"), "\n") {
-		s.log.Warn("exec: helper stderr", "source", s.name, "line", sc.String(strings.TrimRight(line, "\r")))
+		s.log.Warn("exec: helper stderr", "line", sc.String(strings.TrimRight(line, "\r")))
 	}
 	if dropped {
-		s.log.Warn("exec: helper stderr cut", "source", s.name, "limit_bytes", maxStderr)
+		s.log.Warn("exec: helper stderr cut", "limit_bytes", maxStderr)
 	}
 }
 
