@@ -164,6 +164,8 @@ func (s *Source) run(ctx context.Context) ([]byte, error) {
 	switch {
 	case overflow:
 		return nil, s.fail(fmt.Errorf("helper printed more than %d bytes; killed", MaxOutput))
+	case err == nil: // it exited 0 with its output complete, even if the timeout came just after
+		return out, nil
 	case ctx.Err() != nil:
 		cause := ctx.Err()
 		if errors.Is(cause, context.DeadlineExceeded) {
@@ -179,10 +181,9 @@ func (s *Source) run(ctx context.Context) ([]byte, error) {
 		// It exited 0, but something it started held its stdout open; that
 		// was killed with the group and the output read so far stands.
 		s.log.Warn("exec: the helper left a process holding its output open; it was killed")
-	case err != nil:
-		return nil, s.fail(fmt.Errorf("helper: %w", err))
+		return out, nil
 	}
-	return out, nil
+	return nil, s.fail(fmt.Errorf("helper: %w", err))
 }
 
 // exitError says how the helper ended: its status or signal only.
