@@ -159,8 +159,19 @@ func (s *Source) run(ctx context.Context) ([]byte, error) {
 	}
 	err := cmd.Wait()
 	_ = killGroup(cmd) // what the helper left behind in its group
-	out, overflow := stdout.result()
-	s.logStderr(stderr, out)
+	printed, overflow := stdout.result()
+	out, err := s.outcome(ctx, printed, overflow, err)
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	// Masked of everything printed, whether or not it was a credential.
+	s.logStderr(stderr, printed, level)
+	return out, err
+}
+
+// outcome turns how the run ended into its output or a fixed-text error.
+func (s *Source) outcome(ctx context.Context, out []byte, overflow bool, err error) ([]byte, error) {
 	switch {
 	case overflow:
 		return nil, s.fail(fmt.Errorf("helper printed more than %d bytes; killed", MaxOutput))
@@ -210,7 +221,7 @@ func killGroup(cmd *osexec.Cmd) error {
 // logStderr logs what the helper wrote to stderr, a line per record, with
 // everything it printed on stdout masked (a helper may print the secret on
 // both) and the configured env values too (a service-account token).
-func (s *Source) logStderr(stderr *capped, stdout []byte) {
+func (s *Source) logStderr(stderr *capped, stdout []byte, level slog.Level) {
 	text, dropped := stderr.result()
 	if len(text) == 0 {
 		return
@@ -229,10 +240,10 @@ func (s *Source) logStderr(stderr *capped, stdout []byte) {
 	}
 	sc := secret.NewScrubberMin(secret.MinInjectLen, vals...)
 	for _, line := range strings.Split(strings.TrimRight(string(text), "\n"), "\n") {
-		s.log.Warn("exec: helper stderr", "line", sc.String(strings.TrimRight(line, "\r")))
+		s.log.Log(context.Background(), level, "exec: helper stderr", "line", sc.String(strings.TrimRight(line, "\r")))
 	}
 	if dropped {
-		s.log.Warn("exec: helper stderr cut", "limit_bytes", maxStderr)
+		s.log.Log(context.Background(), level, "exec: helper stderr cut", "limit_bytes", maxStderr)
 	}
 }
 
