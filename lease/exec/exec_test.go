@@ -276,3 +276,21 @@ func TestNewRefusesAMissingHelper(t *testing.T) {
 		}
 	}
 }
+
+// A helper that floods stderr: it still succeeds, and the log gets at most
+// the first 16 KiB of it, then a note that it was cut.
+func TestStderrBounded(t *testing.T) {
+	e := newSource(t, exec.Config{}, `i=0
+while [ $i -lt 3000 ]; do echo "progress line $i of a chatty helper" >&2; i=$((i+1)); done
+echo sk-test-chatty-0123456789`)
+	if g := e.acquire(t); g.Value != "sk-test-chatty-0123456789" {
+		t.Fatalf("value %q", g.Value)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "exec: helper stderr cut") || strings.Contains(logs, "line 2999 ") {
+		t.Errorf("want the stderr cut at its bound and noted; got %d bytes of log", len(logs))
+	}
+	if n := strings.Count(logs, `"msg":"exec: helper stderr"`); n < 100 || n > 1000 {
+		t.Errorf("%d stderr records; want the lines of the first 16 KiB only", n)
+	}
+}
