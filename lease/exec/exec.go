@@ -38,21 +38,43 @@ const (
 
 // Config is one `sources:` entry of type exec.
 type Config struct {
-	Name    string            // the source's name, for errors and logs
+	Name    string            // the source's name, for errors
 	Command []string          // the helper and its arguments; never run through a shell
 	Dir     string            // its working directory ("" = credproxy's)
 	Env     map[string]string // added to PATH and HOME, the only variables it inherits
 	Timeout time.Duration     // one run; 0 means DefaultTimeout
-	Clock   lease.Clock       // for expires_at and Expiration; nil = real time
-	Logger  *slog.Logger      // the helper's stderr, masked; nil discards. Records do not name the source: give a logger With it
+	// RevokeCommand, when set, is run like Command when a lease ends, with
+	// the lease's value on its stdin; nil: Revoke does nothing.
+	RevokeCommand []string
+	Clock         lease.Clock // for expires_at and Expiration; nil = real time
+	// Logger gets the helper's stderr, masked; nil discards. Its records do
+	// not name the source: give a logger With it.
+	Logger *slog.Logger
+}
+
+// command is a resolved helper and its arguments; what names it in errors.
+type command struct {
+	path, what string
+	args       []string
+}
+
+func newCommand(name, what string, argv []string) (command, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return command{}, fmt.Errorf("exec %s: no %s", name, what)
+	}
+	path, err := osexec.LookPath(argv[0])
+	if err != nil {
+		return command{}, fmt.Errorf("exec %s: %s: %w", name, what, err)
+	}
+	return command{path: path, what: what, args: argv[1:]}, nil
 }
 
 // Source runs one helper per Acquire. It is a lease.Source and safe for
 // concurrent use.
 type Source struct {
 	name    string
-	path    string // Command[0], resolved
-	args    []string
+	acquire command
+	revoke  *command // nil: nothing to run on Revoke
 	dir     string
 	env     []string
 	envVals []string // the configured env values, masked in logged stderr too
@@ -66,16 +88,20 @@ var _ lease.Source = (*Source)(nil)
 // New resolves the helper on credproxy's PATH and builds its environment.
 // It does not run it: the first Acquire does.
 func New(cfg Config) (*Source, error) {
-	if len(cfg.Command) == 0 || cfg.Command[0] == "" {
-		return nil, fmt.Errorf("exec %s: no command", cfg.Name)
-	}
-	path, err := osexec.LookPath(cfg.Command[0])
+	acquire, err := newCommand(cfg.Name, "command", cfg.Command)
 	if err != nil {
-		return nil, fmt.Errorf("exec %s: %w", cfg.Name, err)
+		return nil, err
 	}
 	s := &Source{
-		name: cfg.Name, path: path, args: cfg.Command[1:], dir: cfg.Dir,
+		name: cfg.Name, acquire: acquire, dir: cfg.Dir,
 		timeout: cfg.Timeout, clock: cfg.Clock, log: cfg.Logger,
+	}
+	if cfg.RevokeCommand != nil {
+		revoke, err := newCommand(cfg.Name, "revokeCommand", cfg.RevokeCommand)
+		if err != nil {
+			return nil, err
+		}
+		s.revoke = &revoke
 	}
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
@@ -110,7 +136,7 @@ func New(cfg Config) (*Source, error) {
 // the expiry the helper gave (a hard cap, since it cannot be renewed), or 0
 // for the credential's TTL.
 func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, error) {
-	out, err := s.run(ctx)
+	out, err := s.run(ctx, s.acquire, "", nil)
 	if err != nil {
 		return lease.Grant{}, err
 	}
@@ -129,9 +155,20 @@ func (s *Source) Renew(context.Context, lease.Grant, time.Duration) (lease.Grant
 		Err: fmt.Errorf("exec %s: a helper's credential cannot be renewed; the helper runs again instead", s.name)}
 }
 
-// Revoke does nothing: there is nothing to tell the helper. The manager
-// wipes its own copy of the value.
-func (s *Source) Revoke(context.Context, lease.Grant) error { return nil }
+// Revoke runs the revokeCommand with the lease's value on its stdin (one
+// line), or does nothing when there is none. Either way the manager wipes
+// its own copy of the value.
+func (s *Source) Revoke(ctx context.Context, g lease.Grant) error {
+	if s.revoke == nil || g.Value == "" {
+		return nil
+	}
+	masks := []string{g.Value}
+	for _, v := range g.Data {
+		masks = append(masks, v)
+	}
+	_, err := s.run(ctx, *s.revoke, g.Value+"\n", masks)
+	return err
+}
 
 // fail wraps a failure's fixed text (never the helper's output) as a
 // transient SourceError, retried with the manager's backoff.
@@ -139,15 +176,19 @@ func (s *Source) fail(err error) error {
 	return &lease.SourceError{Err: fmt.Errorf("exec %s: %w", s.name, err)}
 }
 
-// run runs the helper once and returns its stdout. The helper gets its own
+// run runs c once, with stdin ("" for none), and returns its stdout. masks
+// are masked in its logged stderr, beside what it printed. The helper gets its own
 // process group, and the whole group is killed at the timeout, when its
 // stdout passes MaxOutput, and after it exits: a grandchild holding the
 // pipe open cannot hold Acquire, nor outlive the run.
-func (s *Source) run(ctx context.Context) ([]byte, error) {
+func (s *Source) run(ctx context.Context, c command, stdin string, masks []string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	cmd := osexec.CommandContext(ctx, s.path, s.args...)
+	cmd := osexec.CommandContext(ctx, c.path, c.args...)
 	cmd.Dir, cmd.Env = s.dir, s.env
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return killGroup(cmd) }
 	cmd.WaitDelay = waitDelay
@@ -155,54 +196,62 @@ func (s *Source) run(ctx context.Context) ([]byte, error) {
 	stderr := &capped{max: maxStderr}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
-		return nil, s.fail(fmt.Errorf("start helper: %w", err))
+		return nil, s.fail(fmt.Errorf("start %s: %w", c.what, err))
 	}
 	err := cmd.Wait()
 	_ = killGroup(cmd) // what the helper left behind in its group
 	printed, overflow := stdout.result()
-	out, err := s.outcome(ctx, printed, overflow, err)
+	out, err := s.outcome(ctx, c, printed, overflow, err)
 	level := slog.LevelInfo
 	if err != nil {
 		level = slog.LevelWarn
 	}
 	// Masked of everything printed, whether or not it was a credential.
-	s.logStderr(stderr, printed, level)
+	s.logStderr(c, stderr, printed, masks, level)
 	return out, err
 }
 
 // outcome turns how the run ended into its output or a fixed-text error.
-func (s *Source) outcome(ctx context.Context, out []byte, overflow bool, err error) ([]byte, error) {
+func (s *Source) outcome(ctx context.Context, c command, out []byte, overflow bool, err error) ([]byte, error) {
 	switch {
 	case overflow:
-		return nil, s.fail(fmt.Errorf("helper printed more than %d bytes; killed", MaxOutput))
+		return nil, s.fail(fmt.Errorf("%s printed more than %d bytes; killed", c.helper(), MaxOutput))
 	case err == nil: // it exited 0 with its output complete, even if the timeout came just after
 		return out, nil
 	case ctx.Err() != nil:
 		cause := ctx.Err()
 		if errors.Is(cause, context.DeadlineExceeded) {
-			return nil, s.fail(fmt.Errorf("helper killed after its timeout of %v: %w", s.timeout, cause))
+			return nil, s.fail(fmt.Errorf("%s killed after its timeout of %v: %w", c.helper(), s.timeout, cause))
 		}
-		return nil, s.fail(fmt.Errorf("helper killed: %w", cause))
+		return nil, s.fail(fmt.Errorf("%s killed: %w", c.helper(), cause))
 	}
 	var exit *osexec.ExitError
 	switch {
 	case errors.As(err, &exit):
-		return nil, s.fail(exitError(exit))
+		return nil, s.fail(exitError(c.helper(), exit))
 	case errors.Is(err, osexec.ErrWaitDelay):
 		// It exited 0, but something it started held its stdout open; that
 		// was killed with the group and the output read so far stands.
-		s.log.Warn("exec: the helper left a process holding its output open; it was killed")
+		s.log.Warn("exec: the " + c.helper() + " left a process holding its output open; it was killed")
 		return out, nil
 	}
-	return nil, s.fail(fmt.Errorf("helper: %w", err))
+	return nil, s.fail(fmt.Errorf("%s: %w", c.helper(), err))
+}
+
+// helper names c in messages: "helper" or "revoke helper".
+func (c command) helper() string {
+	if c.what == "revokeCommand" {
+		return "revoke helper"
+	}
+	return "helper"
 }
 
 // exitError says how the helper ended: its status or signal only.
-func exitError(e *osexec.ExitError) error {
+func exitError(helper string, e *osexec.ExitError) error {
 	if ws, ok := e.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return fmt.Errorf("helper killed by signal %v", ws.Signal())
+		return fmt.Errorf("%s killed by signal %v", helper, ws.Signal())
 	}
-	return fmt.Errorf("helper exited with status %d", e.ExitCode())
+	return fmt.Errorf("%s exited with status %d", helper, e.ExitCode())
 }
 
 // killGroup kills the helper's whole process group. Once the group is
@@ -221,12 +270,13 @@ func killGroup(cmd *osexec.Cmd) error {
 // logStderr logs what the helper wrote to stderr, a line per record, with
 // everything it printed on stdout masked (a helper may print the secret on
 // both) and the configured env values too (a service-account token).
-func (s *Source) logStderr(stderr *capped, stdout []byte, level slog.Level) {
+func (s *Source) logStderr(c command, stderr *capped, stdout []byte, masks []string, level slog.Level) {
 	text, dropped := stderr.result()
 	if len(text) == 0 {
 		return
 	}
 	vals := append([]string{strings.TrimSpace(string(stdout))}, s.envVals...)
+	vals = append(vals, masks...)
 	for _, line := range strings.Split(string(stdout), "\n") {
 		vals = append(vals, strings.TrimSpace(line))
 	}
@@ -240,10 +290,10 @@ func (s *Source) logStderr(stderr *capped, stdout []byte, level slog.Level) {
 	}
 	sc := secret.NewScrubberMin(secret.MinInjectLen, vals...)
 	for _, line := range strings.Split(strings.TrimRight(string(text), "\n"), "\n") {
-		s.log.Log(context.Background(), level, "exec: helper stderr", "line", sc.String(strings.TrimRight(line, "\r")))
+		s.log.Log(context.Background(), level, "exec: "+c.helper()+" stderr", "line", sc.String(strings.TrimRight(line, "\r")))
 	}
 	if dropped {
-		s.log.Log(context.Background(), level, "exec: helper stderr cut", "limit_bytes", maxStderr)
+		s.log.Log(context.Background(), level, "exec: "+c.helper()+" stderr cut", "limit_bytes", maxStderr)
 	}
 }
 

@@ -294,3 +294,34 @@ echo sk-test-chatty-0123456789`)
 		t.Errorf("%d stderr records; want the lines of the first 16 KiB only", n)
 	}
 }
+
+// A revokeCommand gets the lease's value on stdin, one line; a failing one
+// reports its exit status only, and its stderr is logged masked.
+func TestRevokeCommand(t *testing.T) {
+	const s = "sk-test-revoke-0123456789"
+	out := filepath.Join(t.TempDir(), "revoked")
+	revoke := script(t, `cat > "$OUT"
+if [ -e "$OUT.fail" ]; then echo "cannot revoke $(cat "$OUT")" >&2; exit 4; fi`)
+	e := newSource(t, exec.Config{RevokeCommand: []string{revoke}, Env: map[string]string{"OUT": out}}, `echo `+s)
+	g := e.acquire(t)
+	if err := e.src.Revoke(context.Background(), g); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if b, _ := os.ReadFile(out); string(b) != s+"\n" {
+		t.Errorf("the revoke helper read %q on stdin; want the value and a newline", b)
+	}
+	os.WriteFile(out+".fail", nil, 0o600)
+	err := e.src.Revoke(context.Background(), g)
+	var se *lease.SourceError
+	if !errors.As(err, &se) || !strings.HasSuffix(err.Error(), "exec helper: revoke helper exited with status 4") {
+		t.Errorf("failing Revoke: %v; want a SourceError with the exit status", err)
+	}
+	if !strings.Contains(e.logs.String(), "cannot revoke [redacted]") {
+		t.Errorf("want the revoke helper's stderr logged, masked:\n%s", e.logs.String())
+	}
+	notIn(t, []string{s}, map[string]string{"error": err.Error(), "logs": e.logs.String()})
+	// No revokeCommand: Revoke runs nothing.
+	if err := newSource(t, exec.Config{}, `echo `+s).src.Revoke(context.Background(), g); err != nil {
+		t.Errorf("Revoke without a revokeCommand: %v", err)
+	}
+}

@@ -107,9 +107,13 @@ func TestShortLivedCredentialReRunBeforeExpiry(t *testing.T) {
 	}
 }
 
-// An idle lease is dropped (nothing to revoke at a helper) and audited.
+// An idle lease is dropped and audited; the revokeCommand is given its
+// value.
 func TestIdleLeaseDropped(t *testing.T) {
 	cfg, runsFile, _ := countingConfig(t, "")
+	revoked := filepath.Join(t.TempDir(), "revoked")
+	cfg.RevokeCommand = []string{script(t, `cat >> "$REVOKED"`)}
+	cfg.Env["REVOKED"] = revoked
 	e := newManager(t, cfg, lease.Policy{TTL: 15 * time.Minute, IdleTimeout: time.Minute, AutoRenew: true})
 	v := e.get(t).Value
 	e.clock.Advance(61 * time.Second)
@@ -119,6 +123,9 @@ func TestIdleLeaseDropped(t *testing.T) {
 	}
 	if l := e.m.List(); len(l) != 0 {
 		t.Errorf("the manager still holds %v", l)
+	}
+	if b, _ := os.ReadFile(revoked); string(b) != v+"\n" {
+		t.Errorf("the revokeCommand read %q; want the idle lease's value", b)
 	}
 	// The next use runs the helper again.
 	if v2 := e.get(t).Value; v2 == v || runs(t, runsFile) != 2 {
