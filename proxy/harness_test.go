@@ -136,7 +136,8 @@ func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]stri
 			src = static.File{Path: c.File}
 		}
 		if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceExec {
-			x, err := execsource.New(execsource.Config{Name: s.Name, Command: s.Exec.Command, Dir: s.Exec.Dir, Env: s.Exec.Env, Timeout: s.Exec.Timeout})
+			x, err := execsource.New(execsource.Config{Name: s.Name, Command: s.Exec.Command,
+				RevokeCommand: s.Exec.RevokeCommand, Dir: s.Exec.Dir, Env: s.Exec.Env, Timeout: s.Exec.Timeout})
 			if err != nil {
 				t.Fatal(err)
 			}

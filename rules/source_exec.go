@@ -4,6 +4,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // SourceExec is the `type:` of a source that runs a credential helper (a
@@ -24,6 +26,9 @@ type ExecSource struct {
 	// element with a slash is a path, taken from the config's directory; a
 	// bare name is looked up on credproxy's own PATH.
 	Command []string
+	// RevokeCommand, if set, runs like Command when a lease ends (idle,
+	// rotated, shutdown), with the lease's value on its stdin.
+	RevokeCommand []string
 	// Env is added to the helper's environment, which otherwise holds only
 	// PATH and HOME: never credproxy's whole environment.
 	Env     map[string]string
@@ -32,14 +37,12 @@ type ExecSource struct {
 }
 
 func (l *loader) execSource(e entry) *Source {
-	f := l.fields(e.value, e.field, "type", "command", "env", "timeout")
+	f := l.fields(e.value, e.field, "type", "command", "revokeCommand", "env", "timeout")
 	x := &ExecSource{
-		Command: l.strs(f["command"], join(e.field, "command")),
-		Timeout: l.duration(f["timeout"], join(e.field, "timeout"), DefaultExecTimeout),
-		Dir:     l.dir,
-	}
-	if len(x.Command) > 0 && strings.Contains(x.Command[0], "/") {
-		x.Command[0] = l.abs(x.Command[0])
+		Command:       l.command(f["command"], join(e.field, "command")),
+		RevokeCommand: l.command(f["revokeCommand"], join(e.field, "revokeCommand")),
+		Timeout:       l.duration(f["timeout"], join(e.field, "timeout"), DefaultExecTimeout),
+		Dir:           l.dir,
 	}
 	for _, v := range l.entries(f["env"], join(e.field, "env")) {
 		s, ok := l.scalar(v.value, v.field)
@@ -54,26 +57,27 @@ func (l *loader) execSource(e entry) *Source {
 	return &Source{Name: e.key, Type: SourceExec, Exec: x, Line: l.line(e.field)}
 }
 
-// checkExecSource checks an exec source: the helper must be there and
-// executable at start, not fail at the first request.
+// command reads a command list; a first element with a slash is a path,
+// taken from the config's directory.
+func (l *loader) command(n *yaml.Node, field string) []string {
+	argv := l.strs(n, field)
+	if len(argv) > 0 && strings.Contains(argv[0], "/") {
+		argv[0] = l.abs(argv[0])
+	}
+	return argv
+}
+
+// checkExecSource checks an exec source's commands, env and timeout.
 func (l *loader) checkExecSource(s *Source, field string) {
 	x := s.Exec
-	cf := join(field, "command")
-	switch {
-	case len(x.Command) == 0:
-		l.errf(cf, "required for type exec: the helper and its arguments, as a list (no shell)")
-	case x.Command[0] == "":
-		l.errf(index(cf, 0), "empty: want the helper's name or path")
-	default:
-		if _, err := exec.LookPath(x.Command[0]); err != nil {
-			l.errf(index(cf, 0), "%v", err)
-		}
+	if len(x.Command) == 0 {
+		l.errf(join(field, "command"), "required for type exec: the helper and its arguments, as a list (no shell)")
 	}
-	for i, a := range x.Command {
-		if strings.IndexByte(a, 0) >= 0 {
-			l.errf(index(cf, i), "holds a NUL byte")
-		}
+	l.checkCommand(x.Command, join(field, "command"))
+	if l.has(join(field, "revokeCommand")) && len(x.RevokeCommand) == 0 {
+		l.errf(join(field, "revokeCommand"), "empty: leave it out, or give the helper and its arguments")
 	}
+	l.checkCommand(x.RevokeCommand, join(field, "revokeCommand"))
 	for _, k := range sortedKeys(x.Env) {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			l.errf(join(join(field, "env"), k), "bad variable name %q", k)
@@ -84,6 +88,24 @@ func (l *loader) checkExecSource(s *Source, field string) {
 	}
 	if x.Timeout <= 0 || x.Timeout > MaxExecTimeout {
 		l.errf(join(field, "timeout"), "must be positive and at most %v, not %v", MaxExecTimeout, x.Timeout)
+	}
+}
+
+// checkCommand wants a command's helper to exist and be executable at
+// start, not fail at the first request.
+func (l *loader) checkCommand(argv []string, field string) {
+	if len(argv) == 0 {
+		return
+	}
+	if argv[0] == "" {
+		l.errf(index(field, 0), "empty: want the helper's name or path")
+	} else if _, err := exec.LookPath(argv[0]); err != nil {
+		l.errf(index(field, 0), "%v", err)
+	}
+	for i, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			l.errf(index(field, i), "holds a NUL byte")
+		}
 	}
 }
 

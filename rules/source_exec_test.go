@@ -25,6 +25,7 @@ const execConfig = `sources:
   op:
     type: exec
     command: [./bin/helper, read, "op://vault/item/field"]
+    revokeCommand: [./bin/helper, revoke]
     timeout: 3s
     env: {OP_ACCOUNT: my.1password.com, EMPTY: ""}
   sh:
@@ -50,10 +51,11 @@ func TestExecSourceLoads(t *testing.T) {
 	}
 	s := c.Sources["op"]
 	want := &ExecSource{
-		Command: []string{helper, "read", "op://vault/item/field"},
-		Env:     map[string]string{"OP_ACCOUNT": "my.1password.com", "EMPTY": ""},
-		Timeout: 3 * time.Second,
-		Dir:     dir,
+		Command:       []string{helper, "read", "op://vault/item/field"},
+		RevokeCommand: []string{helper, "revoke"},
+		Env:           map[string]string{"OP_ACCOUNT": "my.1password.com", "EMPTY": ""},
+		Timeout:       3 * time.Second,
+		Dir:           dir,
 	}
 	if s.Type != SourceExec || !reflect.DeepEqual(s.Exec, want) {
 		t.Errorf("source op: type %q, %+v; want %+v", s.Type, s.Exec, want)
@@ -82,7 +84,9 @@ func TestExecSourceErrors(t *testing.T) {
 		{"long timeout", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    timeout: 1h\n", "rules.yaml:5: sources.x.timeout: must be positive"},
 		{"bad env name", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    env: {\"A=B\": c}\n", "rules.yaml:5: sources.x.env.A=B: bad variable name"},
 		{"env not a mapping", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    env: [A]\n", "rules.yaml:5: sources.x.env: expected a mapping"},
-		{"unknown key", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    shell: true\n", "rules.yaml:5: sources.x.shell: unknown key (want one of: type, command, env, timeout)"},
+		{"unknown key", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    shell: true\n", "rules.yaml:5: sources.x.shell: unknown key (want one of: type, command, revokeCommand, env, timeout)"},
+		{"missing revoke helper", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    revokeCommand: [./nope, x]\n", "rules.yaml:5: sources.x.revokeCommand[0]: exec:"},
+		{"empty revokeCommand", "sources:\n  x:\n    type: exec\n    command: [./helper]\n    revokeCommand: []\n", "rules.yaml:5: sources.x.revokeCommand: empty"},
 		{"credential path", "sources:\n  x:\n    type: exec\n    command: [./helper]\ncredentials:\n  c: {source: x, path: a/b}\n",
 			"rules.yaml:6: credentials.c.path: does not apply to an exec source"},
 		{"credential env", "sources:\n  x:\n    type: exec\n    command: [./helper]\ncredentials:\n  c: {source: x, env: A}\n",

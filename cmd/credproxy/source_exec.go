@@ -14,11 +14,12 @@ func newExecSource(s *rules.Source, log *slog.Logger, clock lease.Clock) (lease.
 	x := s.Exec
 	return execsource.New(execsource.Config{
 		Name:    s.Name,
-		Command: x.Command,
-		Dir:     x.Dir,
-		Env:     x.Env,
-		Timeout: x.Timeout,
-		Clock:   clock,
-		Logger:  log.With("source", s.Name),
+		Command:       x.Command,
+		RevokeCommand: x.RevokeCommand,
+		Dir:           x.Dir,
+		Env:           x.Env,
+		Timeout:       x.Timeout,
+		Clock:         clock,
+		Logger:        log.With("source", s.Name),
 	})
 }
