@@ -13,7 +13,7 @@ import (
 func newExecSource(s *rules.Source, log *slog.Logger, clock lease.Clock) (lease.Source, error) {
 	x := s.Exec
 	return execsource.New(execsource.Config{
-		Name:    s.Name,
+		Name:          s.Name,
 		Command:       x.Command,
 		RevokeCommand: x.RevokeCommand,
 		Dir:           x.Dir,
