@@ -21,6 +21,7 @@ import (
 
 	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/lease"
+	execsource "github.com/credproxy/credproxy/lease/exec"
 	"github.com/credproxy/credproxy/lease/static"
 	"github.com/credproxy/credproxy/proxy"
 	"github.com/credproxy/credproxy/rules"
@@ -133,6 +134,14 @@ func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]stri
 		var src lease.Source = static.Env{Var: c.Env}
 		if c.Source == "file" {
 			src = static.File{Path: c.File}
+		}
+		if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceExec {
+			x, err := execsource.New(execsource.Config{Name: s.Name, Command: s.Exec.Command,
+				RevokeCommand: s.Exec.RevokeCommand, Dir: s.Exec.Dir, Env: s.Exec.Env, Timeout: s.Exec.Timeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			src = x
 		}
 		creds = append(creds, lease.Credential{Name: name, SourceName: c.Source, Source: src, Policy: lease.Policy{
 			TTL: c.Policy.DefaultTTL, MaxTTL: c.Policy.MaxTTL, RenewBeforeExpiry: c.Policy.RenewBeforeExpiry,

@@ -92,13 +92,14 @@ type Policy struct {
 // Source is a named secret store from `sources:`.
 type Source struct {
 	Name      string
-	Type      string // "vault" or "oauth2"
+	Type      string // "vault", "oauth2", "github_app" or "exec"
 	Address   string // default $VAULT_ADDR
 	Namespace string
 	CAFile    string
 	Auth      SourceAuth
 	OAuth2    *OAuth2Source // type oauth2 (source_oauth2.go)
 	GitHubApp *GitHubApp    // type github_app only (source_githubapp.go)
+	Exec      *ExecSource   // type exec only (source_exec.go)
 	Line      int
 }
 

@@ -155,12 +155,15 @@ func (l *loader) policy(f map[string]*yaml.Node, field, ttlKey string, base Poli
 func (l *loader) sources(n *yaml.Node) map[string]*Source {
 	out := map[string]*Source{}
 	for _, e := range l.entries(n, "sources") {
-		if sourceType(e.value) == SourceOAuth2 {
+		switch sourceType(e.value) {
+		case SourceOAuth2:
 			out[e.key] = l.oauth2Source(e)
 			continue
-		}
-		if s := l.githubAppSource(e); s != nil {
-			out[e.key] = s
+		case SourceGitHubApp:
+			out[e.key] = l.githubAppSource(e)
+			continue
+		case SourceExec:
+			out[e.key] = l.execSource(e)
 			continue
 		}
 		f := l.fields(e.value, e.field, "type", "address", "namespace", "caFile", "auth")

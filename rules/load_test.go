@@ -212,7 +212,7 @@ func TestLoadErrors(t *testing.T) {
 			"2: certCacheSize: must be greater than 0, not 0",
 			"3: upstream.caFiles[0]: stat ",
 			`5: sources.env: "env" is a built-in source`,
-			`5: sources.env.type: must be vault, oauth2 or github_app, not "consul"`,
+			`5: sources.env.type: must be vault, oauth2, github_app or exec, not "consul"`,
 			`5: sources.env.address: want an http:// or https:// URL, not "not a url"`,
 			"7: credentials.a.env: required for source env",
 			"8: credentials.b.file: required for source file",

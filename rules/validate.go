@@ -115,16 +115,19 @@ func (l *loader) checkSource(s *Source) {
 	if s.Name == "env" || s.Name == "file" {
 		l.errf(field, "%q is a built-in source; choose another name", s.Name)
 	}
-	if s.Type == SourceOAuth2 {
+	switch s.Type {
+	case SourceOAuth2:
 		l.checkOAuth2Source(s)
 		return
-	}
-	if s.Type == SourceGitHubApp {
+	case SourceGitHubApp:
 		l.checkGitHubAppSource(s, field)
 		return
-	}
-	if s.Type != "vault" {
-		l.errf(join(field, "type"), "must be vault, oauth2 or github_app, not %q", s.Type)
+	case SourceExec:
+		l.checkExecSource(s, field)
+		return
+	case "vault":
+	default:
+		l.errf(join(field, "type"), "must be vault, oauth2, github_app or exec, not %q", s.Type)
 	}
 	if s.Address == "" {
 		l.errf(join(field, "address"), "required (or set VAULT_ADDR)")
@@ -181,17 +184,22 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 			}
 			break
 		}
-		if c.Sources[cr.Source].Type == SourceGitHubApp {
+		switch c.Sources[cr.Source].Type {
+		case SourceGitHubApp: // each of these reports env and file itself
 			l.checkGitHubAppCredential(cr, field)
-			break
-		}
-		if c.Sources[cr.Source].Type == SourceOAuth2 {
+		case SourceExec:
+			l.checkExecCredential(cr, field)
+		case SourceOAuth2:
 			l.checkOAuth2Credential(cr, field)
-		} else if cr.Path == "" {
-			l.errf(join(field, "path"), "required for source %s", cr.Source)
+			only("env", cr.Env, "source env")
+			only("file", cr.File, "source file")
+		default:
+			if cr.Path == "" {
+				l.errf(join(field, "path"), "required for source %s", cr.Source)
+			}
+			only("env", cr.Env, "source env")
+			only("file", cr.File, "source file")
 		}
-		only("env", cr.Env, "source env")
-		only("file", cr.File, "source file")
 	}
 	if cr.Scope != ScopeShared && cr.Scope != ScopeIdentity {
 		l.errf(join(field, "scope"), "must be shared or identity, not %q", cr.Scope)

@@ -50,6 +50,13 @@ func buildCredentials(cfg *rules.Config, log *slog.Logger, clock lease.Clock) (c
 				}
 				break
 			}
+			if s := cfg.Sources[c.Source]; s != nil && s.Type == rules.SourceExec {
+				if lc.Source, err = newExecSource(s, log, clock); err != nil {
+					close()
+					return nil, nil, fmt.Errorf("credential %q: %w", name, err)
+				}
+				break
+			}
 			client, ok := clients[c.Source]
 			if !ok {
 				client, err = newVaultClient(cfg.Sources[c.Source], log)
