@@ -1,0 +1,499 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/credproxy/credproxy/internal/testutil"
+)
+
+// reloadEnv is two HTTPS upstreams, a and b, that each want the real key, and
+// a config file the test rewrites. a's /stream sends one event, then holds
+// the response open until release is closed.
+type reloadEnv struct {
+	dir, cfg string
+	a, b     *httptest.Server
+	release  chan struct{}
+	mu       sync.Mutex
+	auths    map[string][]string // Authorization seen, by upstream name
+}
+
+func newReloadEnv(t *testing.T) *reloadEnv {
+	t.Helper()
+	e := &reloadEnv{dir: t.TempDir(), release: make(chan struct{}), auths: map[string][]string{}}
+	e.a = e.upstream(t, "a")
+	e.b = e.upstream(t, "b")
+	writeAdminToken(t, e.dir)
+	t.Setenv("CREDPROXY_CMD_TEST_KEY", testKey)
+	t.Setenv("CREDPROXY_CMD_TEST_OTHER", "sk-test-cmd-other-0123456789")
+	return e
+}
+
+func (e *reloadEnv) upstream(t *testing.T, name string) *httptest.Server {
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		e.mu.Lock()
+		e.auths[name] = append(e.auths[name], auth)
+		e.mu.Unlock()
+		if auth != "Bearer "+testKey && auth != "Bearer sk-test-cmd-other-0123456789" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != "/stream" {
+			io.WriteString(w, "ok "+name)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-e.release:
+			io.WriteString(w, "data: second\n\n")
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(up.Close)
+	os.WriteFile(filepath.Join(e.dir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600)
+	return up
+}
+
+func hostOf(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "https://") }
+
+func (e *reloadEnv) lastAuth(name string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.auths[name]
+	if len(a) == 0 {
+		return "(none)"
+	}
+	return a[len(a)-1]
+}
+
+// write replaces the config file atomically (a new file renamed over it, as
+// editors and `kubectl apply` of a ConfigMap do) with a config whose rules
+// and extra credentials are body. Credential key is always there.
+func (e *reloadEnv) write(t *testing.T, body string) {
+	t.Helper()
+	if e.cfg == "" {
+		e.cfg = filepath.Join(e.dir, "rules.yaml")
+	}
+	text := `
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
+identity: test-agent
+upstream: {caFiles: [a.pem, b.pem]}
+` + strings.NewReplacer("{{A}}", hostOf(e.a), "{{B}}", hostOf(e.b)).Replace(body)
+	tmp := filepath.Join(e.dir, ".rules.yaml.tmp")
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ruleFor is one rule injecting credential cred on host (a {{A}} or {{B}}).
+func ruleFor(name, host, cred string) string {
+	return fmt.Sprintf("  - {name: %s, hosts: [\"%s\"], credential: %s, inject: {header: Authorization, value: \"Bearer {{ .Value }}\"}}\n", name, host, cred)
+}
+
+const keyOnly = "credentials:\n  key: {source: env, env: CREDPROXY_CMD_TEST_KEY}\n"
+
+// client is an agent that trusts credproxy's CA and both upstreams, so a
+// request to a host no rule names any more (tunnelled untouched) reaches it.
+func (e *reloadEnv) client(t *testing.T, proxyAddr string) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	for _, f := range []string{"credproxy-ca.pem", "a.pem", "b.pem"} {
+		b, err := os.ReadFile(filepath.Join(e.dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.AppendCertsFromPEM(b)
+	}
+	pu, _ := url.Parse("http://" + proxyAddr)
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// startReloadable serves the env's config in this process, its log in a
+// buffer, and returns the Reloader.
+func (e *reloadEnv) start(t *testing.T) (*served, *Reloader, *testutil.SyncBuffer) {
+	t.Helper()
+	logs := &testutil.SyncBuffer{}
+	var rl *Reloader
+	s := startServeWith(t, mustLoad(t, e.cfg), serveOptions{
+		Log:      slog.New(slog.NewJSONHandler(logs, nil)),
+		Reloader: func(r *Reloader) { rl = r },
+	})
+	return s, rl, logs
+}
+
+func scrapeMetric(t *testing.T, adminAddr, series string) string {
+	t.Helper()
+	_, body := get(t, http.DefaultClient, "http://"+adminAddr+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			return rest
+		}
+	}
+	return ""
+}
+
+// A stream open on the old rule finishes on it; requests after the reload
+// follow the new rule.
+func TestReloadMovesARuleWhileAStreamIsOpen(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	s, rl, _ := e.start(t)
+	c := e.client(t, s.proxy)
+
+	resp, err := c.Get(e.a.URL + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); resp.StatusCode != 200 || line != "data: first\n" {
+		t.Fatalf("stream on the old rule: %d %q, want 200 and the first event", resp.StatusCode, line)
+	}
+
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	if err := rl.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if code, body := get(t, c, e.b.URL+"/x"); code != 200 || body != "ok b" {
+		t.Errorf("b after the reload: %d %q, want the credential injected by the moved rule", code, body)
+	}
+	if code, _ := get(t, c, e.a.URL+"/x"); code != http.StatusUnauthorized || e.lastAuth("a") != "" {
+		t.Errorf("a after the reload: %d, Authorization %q; want it sent on without a credential (401)", code, e.lastAuth("a"))
+	}
+	close(e.release)
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "\ndata: second\n\n" {
+		t.Errorf("rest of the stream opened before the reload: %q, %v; want the second event", rest, err)
+	}
+	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
+		t.Errorf("reloads ok = %q, want 1", got)
+	}
+}
+
+// A file that does not load is refused whole: the old config stays, and the
+// log names the file, line and field.
+func TestReloadRefusesABrokenFile(t *testing.T) {
+	e := newReloadEnv(t)
+	good := keyOnly + "rules:\n" + ruleFor("up", "{{A}}", "key")
+	e.write(t, good)
+	s, rl, logs := e.start(t)
+	c := e.client(t, s.proxy)
+	before := scrapeMetric(t, s.admin, "credproxy_config_last_reload_success_timestamp_seconds")
+
+	// A rule moved to b, and a bad duration: nothing of it may apply.
+	e.write(t, "leases:\n  idleTimeout: soon\n"+keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	err := rl.Reload(context.Background())
+	if err == nil {
+		t.Fatal("Reload of a broken file succeeded")
+	}
+	want := e.cfg + ":7: leases.idleTimeout"
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("Reload error %q does not name %s", err, want)
+	}
+	if !strings.Contains(logs.String(), `"problem":"`+want) || !strings.Contains(logs.String(), `"line":7`) {
+		t.Errorf("log does not name %s with its line:\n%s", want, logs.String())
+	}
+	if code, body := get(t, c, e.a.URL+"/x"); code != 200 || body != "ok a" {
+		t.Errorf("a after the refused reload: %d %q, want the old rule still injecting", code, body)
+	}
+	if code, _ := get(t, c, e.b.URL+"/x"); code != http.StatusUnauthorized {
+		t.Errorf("b after the refused reload: %d, want 401 (no rule)", code)
+	}
+	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="error"}`); got != "1" {
+		t.Errorf("reloads error = %q, want 1", got)
+	}
+	if after := scrapeMetric(t, s.admin, "credproxy_config_last_reload_success_timestamp_seconds"); after != before || before == "" || before == "0" {
+		t.Errorf("last success timestamp %q → %q, want it set at start and unchanged by a failure", before, after)
+	}
+}
+
+// leaseIDs lists the held leases by credential, from the admin API.
+func leaseIDs(t *testing.T, s *served) map[string]string {
+	t.Helper()
+	_, body := s.adminRequest(t, "GET", "/leases", adminToken)
+	var infos []struct{ ID, Credential string }
+	if err := json.Unmarshal([]byte(body), &infos); err != nil {
+		t.Fatalf("/leases: %v: %s", err, body)
+	}
+	ids := map[string]string{}
+	for _, i := range infos {
+		ids[i.Credential] = i.ID
+	}
+	return ids
+}
+
+// A removed credential's lease is revoked (config_changed); an unchanged
+// one keeps its lease; a new one is acquired on first use.
+func TestReloadRevokesRemovedCredentialsAndKeepsUnchanged(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"  other: {source: env, env: CREDPROXY_CMD_TEST_OTHER}\nrules:\n"+
+		ruleFor("up", "{{A}}", "key")+ruleFor("other", "{{B}}", "other"))
+	s, rl, _ := e.start(t)
+	c := e.client(t, s.proxy)
+	for _, u := range []string{e.a.URL, e.b.URL} {
+		if code, _ := get(t, c, u+"/x"); code != 200 {
+			t.Fatalf("%s before the reload: %d", u, code)
+		}
+	}
+	before := leaseIDs(t, s)
+	if before["key"] == "" || before["other"] == "" {
+		t.Fatalf("leases before the reload: %v, want key and other", before)
+	}
+
+	// other goes; fresh comes (on the same variable: a new definition).
+	e.write(t, keyOnly+"  fresh: {source: env, env: CREDPROXY_CMD_TEST_OTHER}\nrules:\n"+
+		ruleFor("up", "{{A}}", "key")+ruleFor("fresh", "{{B}}", "fresh"))
+	if err := rl.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	// Reload returns once the revocations are done.
+	revoked := regexp.MustCompile(`"event":"lease.revoked"[^\n]*`).FindAllString(s.audit.String(), -1)
+	if len(revoked) != 1 || !strings.Contains(revoked[0], `"lease_id":"`+before["other"]+`"`) ||
+		!strings.Contains(revoked[0], `"reason":"config_changed"`) {
+		t.Fatalf("revocations after the reload: %q; want other's lease %s, reason config_changed", revoked, before["other"])
+	}
+	for _, u := range []string{e.a.URL, e.b.URL} {
+		if code, _ := get(t, c, u+"/x"); code != 200 {
+			t.Fatalf("%s after the reload: %d", u, code)
+		}
+	}
+	after := leaseIDs(t, s)
+	if after["key"] != before["key"] {
+		t.Errorf("unchanged credential key: lease %s after the reload, want %s kept", after["key"], before["key"])
+	}
+	if _, ok := after["other"]; ok || after["fresh"] == "" {
+		t.Errorf("leases after the reload: %v; want none for other and one for fresh", after)
+	}
+	if n := strings.Count(s.audit.String(), `"credential":"key"`); n != 1 {
+		t.Errorf("audit lines for key: %d, want 1 (created once, never revoked):\n%s", n, s.audit.String())
+	}
+	if strings.Contains(s.audit.String(), testKey) {
+		t.Error("audit trail contains the credential value")
+	}
+}
+
+// Concurrent reloads under load: every request that both configs allow
+// succeeds, and the shared credential keeps its one lease.
+func TestReloadUnderLoad(t *testing.T) {
+	e := newReloadEnv(t)
+	v1 := keyOnly + "rules:\n" + ruleFor("up", "{{A}}", "key")
+	v2 := keyOnly + "  other: {source: env, env: CREDPROXY_CMD_TEST_OTHER}\nrules:\n" +
+		ruleFor("other", "{{B}}", "other") + ruleFor("up", "{{A}}", "key")
+	e.write(t, v1)
+	s, rl, _ := e.start(t)
+
+	var ok, failed atomic.Int64
+	errs := make(chan error, 4)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		c := e.client(t, s.proxy)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := c.Get(e.a.URL + "/x")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					if failed.Add(1) == 1 {
+						errs <- err
+					}
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	testutil.WaitFor(t, func() bool { return ok.Load() > 0 }, "a first request through the proxy")
+	var rwg sync.WaitGroup
+	for i := range 20 {
+		rwg.Go(func() {
+			body := v1
+			if i%2 == 0 {
+				body = v2
+			}
+			// Writers race too: each Reload applies whichever file is there.
+			e.writeNamed(t, fmt.Sprintf(".rules-%d.tmp", i), body)
+			if err := rl.Reload(context.Background()); err != nil {
+				t.Errorf("Reload %d: %v", i, err)
+			}
+		})
+	}
+	rwg.Wait()
+	n := ok.Load()
+	testutil.WaitFor(t, func() bool { return ok.Load() > n }, "a request after the last reload")
+	close(stop)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests to a rule both configs hold failed; first: %v", failed.Load(), failed.Load()+ok.Load(), <-errs)
+	}
+	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "20" {
+		t.Errorf("reloads ok = %q, want 20", got)
+	}
+	if n := strings.Count(s.audit.String(), `"event":"lease.created","lease_id":"`); n != 1 {
+		t.Errorf("%d leases created for %d requests across 20 reloads, want 1:\n%s", n, ok.Load(), s.audit.String())
+	}
+}
+
+// writeNamed is write through a temporary file of its own, for concurrent
+// writers.
+func (e *reloadEnv) writeNamed(t *testing.T, tmpName, body string) {
+	text := `
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
+identity: test-agent
+upstream: {caFiles: [a.pem, b.pem]}
+` + strings.NewReplacer("{{A}}", hostOf(e.a), "{{B}}", hostOf(e.b)).Replace(body)
+	tmp := filepath.Join(e.dir, tmpName)
+	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+		t.Error(err)
+		return
+	}
+	if err := os.Rename(tmp, e.cfg); err != nil {
+		t.Error(err)
+	}
+}
+
+// runProcess runs credproxy as a real process on the env's config with
+// extra flags; it returns the proxy and admin addresses, its log and its pid.
+func (e *reloadEnv) runProcess(t *testing.T, flags ...string) (proxyAddr, adminAddr string, logs *testutil.SyncBuffer, pid int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"run", "--config", e.cfg}, flags...)...)
+	cmd.Env = append(os.Environ(), "CREDPROXY_TEST_MAIN=1")
+	cmd.Stdout = io.Discard
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	logs = &testutil.SyncBuffer{}
+	sc := bufio.NewScanner(stderr)
+	started := regexp.MustCompile(`"msg":"credproxy started".*"listen":"([^"]+)","admin":"([^"]+)"`)
+	for sc.Scan() {
+		logs.Write([]byte(sc.Text() + "\n"))
+		if m := started.FindStringSubmatch(sc.Text()); m != nil {
+			proxyAddr, adminAddr = m[1], m[2]
+			break
+		}
+	}
+	if proxyAddr == "" {
+		t.Fatalf("credproxy never logged its addresses:\n%s", logs.String())
+	}
+	go func() {
+		for sc.Scan() {
+			logs.Write([]byte(sc.Text() + "\n"))
+		}
+	}()
+	return proxyAddr, adminAddr, logs, cmd.Process.Pid
+}
+
+// reloadedTo waits until a request to up is injected: the rule moved there.
+// Each try opens a new tunnel: one kept alive from before keeps what its
+// CONNECT decided (passed through untouched).
+func reloadedTo(t *testing.T, c *http.Client, up *httptest.Server, what string) {
+	t.Helper()
+	testutil.WaitFor(t, func() bool {
+		c.CloseIdleConnections()
+		resp, err := c.Get(up.URL + "/x")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}, what)
+}
+
+// SIGHUP, sent to a real credproxy process, reloads its config.
+func TestSIGHUPReloadsTheConfig(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	proxyAddr, adminAddr, logs, pid := e.runProcess(t)
+	c := e.client(t, proxyAddr)
+	if code, _ := get(t, c, e.b.URL+"/x"); code != http.StatusUnauthorized {
+		t.Fatalf("b before the reload: %d, want 401 (no rule)", code)
+	}
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, func() bool { return strings.Contains(logs.String(), `"msg":"config reloaded"`) }, "a config reloaded log line")
+	// The tunnel to b kept alive from before the reload was passed through
+	// untouched, and stays so: a new connection is intercepted.
+	c.CloseIdleConnections()
+	if code, body := get(t, c, e.b.URL+"/x"); code != 200 || body != "ok b" {
+		t.Errorf("b after SIGHUP: %d %q, want the credential injected", code, body)
+	}
+	if got := scrapeMetric(t, adminAddr, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
+		t.Errorf("reloads ok = %q, want 1", got)
+	}
+}
+
+// --watch-config sees a new file renamed over the config.
+func TestWatchConfigSeesAnAtomicRename(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	proxyAddr, adminAddr, logs, _ := e.runProcess(t, "--watch-config")
+	testutil.WaitFor(t, func() bool { return strings.Contains(logs.String(), "watching the config for changes") }, "the watcher to start")
+	c := e.client(t, proxyAddr)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	reloadedTo(t, c, e.b, "the rule to move to b after the file was replaced")
+	if got := scrapeMetric(t, adminAddr, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
+		t.Errorf("reloads ok = %q, want 1:\n%s", got, logs.String())
+	}
+	// A broken replacement is refused, logged with its line; the rule stays.
+	e.write(t, "leases: {idleTimeout: soon}\n"+keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	testutil.WaitFor(t, func() bool {
+		return scrapeMetric(t, adminAddr, `credproxy_config_reloads_total{result="error"}`) == "1"
+	}, "the broken file to be refused")
+	if !strings.Contains(logs.String(), e.cfg+":6: leases.idleTimeout") {
+		t.Errorf("log does not name %s:6: leases.idleTimeout:\n%s", e.cfg, logs.String())
+	}
+	if code, _ := get(t, c, e.b.URL+"/x"); code != 200 {
+		t.Errorf("b after a refused reload: %d, want 200", code)
+	}
+}
