@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -94,22 +95,18 @@ func (e *reloadEnv) lastAuth(name string) string {
 // and extra credentials are body. Credential key is always there.
 func (e *reloadEnv) write(t *testing.T, body string) {
 	t.Helper()
-	if e.cfg == "" {
-		e.cfg = filepath.Join(e.dir, "rules.yaml")
-	}
-	text := `
+	e.writeNamed(t, ".rules.yaml.tmp", body)
+}
+
+// configText is the config file for body: rules and extra credentials
+// under a fixed head (line 6 is body's first).
+func (e *reloadEnv) configText(body string) string {
+	return `
 listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
 identity: test-agent
 upstream: {caFiles: [a.pem, b.pem]}
 ` + strings.NewReplacer("{{A}}", hostOf(e.a), "{{B}}", hostOf(e.b)).Replace(body)
-	tmp := filepath.Join(e.dir, ".rules.yaml.tmp")
-	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, e.cfg); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // ruleFor is one rule injecting credential cred on host (a {{A}} or {{B}}).
@@ -374,14 +371,12 @@ func TestReloadUnderLoad(t *testing.T) {
 // writeNamed is write through a temporary file of its own, for concurrent
 // writers.
 func (e *reloadEnv) writeNamed(t *testing.T, tmpName, body string) {
-	text := `
-listen: 127.0.0.1:0
-admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
-identity: test-agent
-upstream: {caFiles: [a.pem, b.pem]}
-` + strings.NewReplacer("{{A}}", hostOf(e.a), "{{B}}", hostOf(e.b)).Replace(body)
+	t.Helper()
+	if e.cfg == "" {
+		e.cfg = filepath.Join(e.dir, "rules.yaml")
+	}
 	tmp := filepath.Join(e.dir, tmpName)
-	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(e.configText(body)), 0o600); err != nil {
 		t.Error(err)
 		return
 	}
@@ -495,5 +490,71 @@ func TestWatchConfigSeesAnAtomicRename(t *testing.T) {
 	}
 	if code, _ := get(t, c, e.b.URL+"/x"); code != 200 {
 		t.Errorf("b after a refused reload: %d, want 200", code)
+	}
+}
+
+// Hostile: a tunnel intercepted under the old rules is matched on the new
+// ones request by request, so a credential taken off a host stops going
+// there at once, even on a connection opened before the reload.
+func TestReloadStopsInjectingInATunnelOpenedBefore(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	s, rl, _ := e.start(t)
+	c := e.client(t, s.proxy)
+	c.Transport.(*http.Transport).MaxConnsPerHost = 1
+	var conns atomic.Int64
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conns.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	if code, _ := get(t, c, e.a.URL+"/x"); code != 200 {
+		t.Fatalf("a before the reload: %d", code)
+	}
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	if err := rl.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, c, e.a.URL+"/x"); code != http.StatusUnauthorized || e.lastAuth("a") != "" {
+		t.Errorf("a after the reload, same tunnel: %d, Authorization %q; want no credential (401)", code, e.lastAuth("a"))
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the agent opened %d connections to the proxy, want 1: the second request must reuse the tunnel", n)
+	}
+}
+
+// --watch-config sees a Kubernetes ConfigMap update: the file is a symlink
+// through ..data, and the update swaps ..data to a new directory.
+func TestWatchConfigSeesAConfigMapSwap(t *testing.T) {
+	e := newReloadEnv(t)
+	e.cfg = filepath.Join(e.dir, "rules.yaml")
+	version := func(name, body string) {
+		if err := os.MkdirAll(filepath.Join(e.dir, name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.dir, name, "rules.yaml"), []byte(e.configText(body)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(e.dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(e.dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_12_03_v1", keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	if err := os.Symlink(filepath.Join("..data", "rules.yaml"), e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testutil.SyncBuffer{}
+	s := startServeWith(t, mustLoad(t, e.cfg), serveOptions{Log: slog.New(slog.NewJSONHandler(logs, nil)), WatchConfig: true})
+	c := e.client(t, s.proxy)
+	if code, _ := get(t, c, e.a.URL+"/x"); code != 200 {
+		t.Fatalf("a before the swap: %d", code)
+	}
+	version("..2026_12_03_v2", keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	reloadedTo(t, c, e.b, "the rule to move to b after the ConfigMap swap")
+	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
+		t.Errorf("reloads ok = %q, want 1:\n%s", got, logs.String())
 	}
 }
