@@ -195,7 +195,9 @@ func (r *Reloader) watchFile(ctx context.Context) error {
 	r.log.Info("watching the config for changes", "file", r.path, "dir", dir)
 	go func() {
 		defer w.Close()
-		var quiet <-chan time.Time
+		quiet := time.NewTimer(time.Hour)
+		quiet.Stop()
+		defer quiet.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -204,14 +206,13 @@ func (r *Reloader) watchFile(ctx context.Context) error {
 				if !ok {
 					return
 				}
-				quiet = time.After(watchDebounce)
+				quiet.Reset(watchDebounce) // one timer, however many events (an audit log beside the file)
 			case err, ok := <-w.Errors:
 				if !ok {
 					return
 				}
 				r.log.Warn("--watch-config: watcher error", "dir", dir, "err", err)
-			case <-quiet:
-				quiet = nil
+			case <-quiet.C:
 				if r.changed() {
 					r.log.Info("config file changed: reloading", "file", r.path)
 					_ = r.Reload(ctx)
