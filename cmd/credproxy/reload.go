@@ -271,11 +271,37 @@ func (s *credSet) next(cfg *rules.Config, log *slog.Logger, clock lease.Clock) (
 		return nil, err
 	}
 	gen := &sourceGen{close: closeFn}
+	kept := n.byName
+	n.byName = make(map[string]builtCred, len(cfg.Credentials))
+	for name, c := range kept {
+		n.byName[name] = c
+	}
 	for _, lc := range creds {
 		lc.Definition = cfg.CredentialDefinition(lc.Name)
+		if shared := sharedOAuth2(cfg, kept, lc.Name); shared != nil {
+			lc.Source = shared
+		}
 		n.byName[lc.Name] = builtCred{Credential: lc, gen: gen}
 	}
 	return n, nil
+}
+
+// sharedOAuth2 is the token source that a kept credential naming the same
+// oauth2 `sources:` entry as credential name uses, if any. One Source per
+// entry: a rotating refresh token must be used by one refresh at a time,
+// and two Sources would each spend the other's. (A kept credential's
+// definition includes its source's config, so the entry is unchanged.)
+func sharedOAuth2(cfg *rules.Config, kept map[string]builtCred, name string) lease.Source {
+	srcName := cfg.Credentials[name].Source
+	if s := cfg.Sources[srcName]; s == nil || s.Type != rules.SourceOAuth2 {
+		return nil
+	}
+	for k, c := range kept {
+		if cfg.Credentials[k].Source == srcName {
+			return c.Source
+		}
+	}
+	return nil
 }
 
 func (s *credSet) credentials() []lease.Credential {

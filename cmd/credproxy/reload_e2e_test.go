@@ -161,7 +161,7 @@ func scrapeMetric(t *testing.T, adminAddr, series string) string {
 func TestReloadMovesARuleWhileAStreamIsOpen(t *testing.T) {
 	e := newReloadEnv(t)
 	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
-	s, rl, _ := e.start(t)
+	s, rl, logs := e.start(t)
 	c := e.client(t, s.proxy)
 
 	resp, err := c.Get(e.a.URL + "/stream")
@@ -192,6 +192,9 @@ func TestReloadMovesARuleWhileAStreamIsOpen(t *testing.T) {
 	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
 		t.Errorf("reloads ok = %q, want 1", got)
 	}
+	if !strings.Contains(logs.String(), `"msg":"config reloaded"`) || strings.Contains(logs.String(), testKey) {
+		t.Errorf("log: want a config reloaded line and no credential value:\n%s", logs.String())
+	}
 }
 
 // A file that does not load is refused whole: the old config stays, and the
@@ -216,6 +219,9 @@ func TestReloadRefusesABrokenFile(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"problem":"`+want) || !strings.Contains(logs.String(), `"line":7`) {
 		t.Errorf("log does not name %s with its line:\n%s", want, logs.String())
+	}
+	if strings.Contains(logs.String(), testKey) {
+		t.Error("the reload log contains the credential value")
 	}
 	if code, body := get(t, c, e.a.URL+"/x"); code != 200 || body != "ok a" {
 		t.Errorf("a after the refused reload: %d %q, want the old rule still injecting", code, body)
