@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/credproxy/credproxy/internal/testutil"
+	"github.com/credproxy/credproxy/internal/vaulttest"
+	"github.com/credproxy/credproxy/lease/leasetest"
 )
 
 // reloadEnv is two HTTPS upstreams, a and b, that each want the real key, and
@@ -562,5 +564,51 @@ func TestWatchConfigSeesAConfigMapSwap(t *testing.T) {
 	reloadedTo(t, c, e.b, "the rule to move to b after the ConfigMap swap")
 	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "1" {
 		t.Errorf("reloads ok = %q, want 1:\n%s", got, logs.String())
+	}
+}
+
+// A real Vault: removing a dynamic database credential by reload revokes
+// its Vault lease (the PostgreSQL role is dropped), audited config_changed;
+// the KV credential on the same source keeps its lease and its client.
+func TestVaultReloadRevokesARemovedDynamicCredential(t *testing.T) {
+	clock := leasetest.NewClock(time.Now()) // no lease ends by time here
+	var rl *Reloader
+	e := newVaultEnvOn(t, vaulttest.Start(t), "readonly", "1m", "", serveOptions{Clock: clock, Reloader: func(r *Reloader) { rl = r }})
+	e.vs.EnablePostgres(t, "readonly", time.Minute, time.Hour)
+	prefix := e.vs.PGUserPrefix("readonly")
+	for _, p := range []string{"/reports/q1", "/v1/chat"} {
+		if code, body := e.get(t, p); code != 200 {
+			t.Fatalf("%s before the reload: %d %q", p, code, body)
+		}
+	}
+	if n := vaulttest.PGRoleCount(t, prefix); n != 1 {
+		t.Fatalf("%d PostgreSQL roles before the reload, want 1", n)
+	}
+	before := leaseIDs(t, e.served)
+
+	cfgFile := filepath.Join(e.dir, "rules.yaml")
+	text := fmt.Sprintf(vaultRules, e.vs.Addr, hostOf(e.up), "readonly", "1m")
+	// Drop the reports credential and its rule.
+	text = regexp.MustCompile(`(?m)^  reports: .*\n`).ReplaceAllString(text, "")
+	text = text[:strings.Index(text, "  - name: reports")] + text[strings.Index(text, "  - name: openai"):]
+	if err := os.WriteFile(cfgFile, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if n := vaulttest.PGRoleCount(t, prefix); n != 0 {
+		t.Errorf("%d PostgreSQL roles after the credential was removed, want 0 (its Vault lease revoked)", n)
+	}
+	revoked := regexp.MustCompile(`"event":"lease.revoked"[^\n]*`).FindAllString(e.audit.String(), -1)
+	if len(revoked) != 1 || !strings.Contains(revoked[0], `"credential":"reports"`) || !strings.Contains(revoked[0], `"reason":"config_changed"`) ||
+		!strings.Contains(revoked[0], `"source_lease_id":"database/creds/readonly/`) {
+		t.Errorf("revocations: %q; want reports' Vault lease, reason config_changed", revoked)
+	}
+	if code, _ := e.get(t, "/v1/chat"); code != 200 {
+		t.Errorf("the kept KV credential after the reload: %d, want 200 (its Vault client still open)", code)
+	}
+	if after := leaseIDs(t, e.served); after["openai"] != before["openai"] || after["reports"] != "" {
+		t.Errorf("leases %v after the reload (before %v): want openai's kept and none for reports", after, before)
 	}
 }
