@@ -132,12 +132,11 @@ func NewManager(creds []Credential, opts Options) *Manager {
 		active: make(map[string]int),
 	}
 	m.setDefaults()
-	entries, err := checkCredentials(creds)
-	if err != nil {
+	if err := checkCredentials(creds); err != nil {
 		panic(err.Error())
 	}
 	byName := make(map[string]*credEntry, len(creds))
-	for _, c := range entries {
+	for _, c := range creds {
 		byName[c.Name] = newCredEntry(c)
 	}
 	m.creds.Store(&byName)
@@ -148,18 +147,18 @@ func NewManager(creds []Credential, opts Options) *Manager {
 
 // checkCredentials refuses a credential with no name or source, or a name
 // used twice: the config layer rejects those first.
-func checkCredentials(creds []Credential) ([]Credential, error) {
+func checkCredentials(creds []Credential) error {
 	seen := make(map[string]bool, len(creds))
 	for _, c := range creds {
 		if c.Name == "" || c.Source == nil {
-			return nil, fmt.Errorf("lease: credential %q has no name or no source", c.Name)
+			return fmt.Errorf("lease: credential %q has no name or no source", c.Name)
 		}
 		if seen[c.Name] {
-			return nil, fmt.Errorf("lease: credential %q configured twice", c.Name)
+			return fmt.Errorf("lease: credential %q configured twice", c.Name)
 		}
 		seen[c.Name] = true
 	}
-	return creds, nil
+	return nil
 }
 
 // entry is the configured credential called name, nil if there is none.
@@ -337,13 +336,14 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 // acquireFailedLocked starts (or extends) the scope's backoff and audits the
 // failure. ErrDenied backs off too: a refusal is not retried in a loop.
 func (m *Manager) acquireFailedLocked(c *credEntry, key scopeKey, identity string, u Use, now time.Time, err error) {
-	if m.entry(c.Name) != c {
-		return // the credential was reconfigured meanwhile: its new scope owes nothing to this failure
+	// A credential reconfigured meanwhile: its new definition's scope owes
+	// nothing to the old one's failure.
+	if m.entry(c.Name) == c {
+		s := m.scopeLocked(key)
+		s.failures++
+		s.retryAt = now.Add(backoff(s.failures, m.rand))
+		s.lastErr = err
 	}
-	s := m.scopeLocked(key)
-	s.failures++
-	s.retryAt = now.Add(backoff(s.failures, m.rand))
-	s.lastErr = err
 	m.emit(auditEvent{
 		Time: now.UTC(), Event: eventFailed, Credential: c.Name, Source: c.SourceName,
 		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule,

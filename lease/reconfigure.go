@@ -20,7 +20,7 @@ import (
 // acquisition or rotation started before the swap brings back for a removed
 // or replaced definition is revoked unused (config_changed).
 func (m *Manager) Reconfigure(ctx context.Context, creds []Credential) error {
-	if _, err := checkCredentials(creds); err != nil {
+	if err := checkCredentials(creds); err != nil {
 		return err
 	}
 	m.mu.Lock()

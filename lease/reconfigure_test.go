@@ -223,3 +223,35 @@ func (h *reconfHarness) wantEventsOf(credential string, want ...string) {
 		h.t.Fatalf("audit events of %s = %q, want %q", credential, got, want)
 	}
 }
+
+// A failed acquisition from a definition replaced meanwhile is audited but
+// sets no backoff on the new definition: its first Get goes to the new
+// source at once.
+func TestReconfigureIgnoresTheOldDefinitionsFailure(t *testing.T) {
+	h := newReconfHarness(t)
+	h.srcs["changed"].FailAcquire(errors.New("old store down"))
+	release := h.srcs["changed"].HoldAcquire()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.getCred("changed")
+		done <- err
+	}()
+	for h.srcs["changed"].Acquires() == 0 {
+		runtime.Gosched()
+	}
+	newSrc := leasetest.NewSource()
+	if err := h.m.Reconfigure(context.Background(), []lease.Credential{
+		{Name: "changed", SourceName: "test", Source: newSrc, Policy: policy, Definition: "changed-v2"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if err := <-done; err == nil {
+		t.Fatal("Get in flight on the failing old source succeeded")
+	}
+	if tk, err := h.getCred("changed"); err != nil || newSrc.Acquires() != 1 {
+		t.Fatalf("Get after the reload: %v (lease %s), new source acquired %d times; want a lease from the new source, no backoff",
+			err, tk.LeaseID, newSrc.Acquires())
+	}
+	h.wantEventsOf("changed", "lease.failed", "lease.created")
+}
