@@ -137,8 +137,9 @@ func (r *Reloader) reloadLocked(ctx context.Context) error {
 		return err
 	}
 	// The manager first: once the proxy matches on the new rules, every
-	// credential they name must be there.
-	rctx, cancel := context.WithTimeout(ctx, reloadBudget)
+	// credential they name must be there. Its revocations are not cut short
+	// by a caller that gives up (an admin request whose client hung up).
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reloadBudget)
 	defer cancel()
 	if err := r.mgr.Reconfigure(rctx, next.credentials()); err != nil {
 		if errors.Is(err, lease.ErrClosed) {
