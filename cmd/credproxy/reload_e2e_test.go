@@ -344,21 +344,32 @@ func TestReloadUnderLoad(t *testing.T) {
 		})
 	}
 	testutil.WaitFor(t, func() bool { return ok.Load() > 0 }, "a first request through the proxy")
+	// Four reloaders, each alternating the two files, until 300 requests
+	// have gone through while they ran (or 250 reloads each).
+	const overlap, maxEach = 300, 250
+	var reloads atomic.Int64
 	var rwg sync.WaitGroup
-	for i := range 20 {
+	n0, start := ok.Load(), time.Now()
+	for w := range 4 {
 		rwg.Go(func() {
-			body := v1
-			if i%2 == 0 {
-				body = v2
-			}
-			// Writers race too: each Reload applies whichever file is there.
-			e.writeNamed(t, fmt.Sprintf(".rules-%d.tmp", i), body)
-			if err := rl.Reload(context.Background()); err != nil {
-				t.Errorf("Reload %d: %v", i, err)
+			for i := 0; i < maxEach && ok.Load() < n0+overlap; i++ {
+				body := v1
+				if (w+i)%2 == 0 {
+					body = v2
+				}
+				// Writers race too: each Reload applies whichever file is there.
+				e.writeNamed(t, fmt.Sprintf(".rules-%d.tmp", w), body)
+				if err := rl.Reload(context.Background()); err != nil {
+					t.Errorf("Reload: %v", err)
+					return
+				}
+				reloads.Add(1)
 			}
 		})
 	}
 	rwg.Wait()
+	during := ok.Load() - n0
+	t.Logf("%d reloads in %v, %d requests meanwhile", reloads.Load(), time.Since(start), during)
 	n := ok.Load()
 	testutil.WaitFor(t, func() bool { return ok.Load() > n }, "a request after the last reload")
 	close(stop)
@@ -366,11 +377,14 @@ func TestReloadUnderLoad(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests to a rule both configs hold failed; first: %v", failed.Load(), failed.Load()+ok.Load(), <-errs)
 	}
-	if got := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`); got != "20" {
-		t.Errorf("reloads ok = %q, want 20", got)
+	if during == 0 {
+		t.Fatal("no request went through while the reloads ran")
+	}
+	if got, want := scrapeMetric(t, s.admin, `credproxy_config_reloads_total{result="ok"}`), fmt.Sprint(reloads.Load()); got != want {
+		t.Errorf("reloads ok = %q, want %s", got, want)
 	}
 	if n := strings.Count(s.audit.String(), `"event":"lease.created","lease_id":"`); n != 1 {
-		t.Errorf("%d leases created for %d requests across 20 reloads, want 1:\n%s", n, ok.Load(), s.audit.String())
+		t.Errorf("%d leases created for %d requests across %d reloads, want 1:\n%s", n, ok.Load(), reloads.Load(), s.audit.String())
 	}
 }
 
