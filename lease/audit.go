@@ -26,6 +26,9 @@ const (
 	reasonUpstream401 = "upstream_401"
 	reasonManual      = "manual"
 	reasonRenewFailed = "renew_failed"
+	// reasonConfigChanged: a reload removed the credential or changed its
+	// definition (source, path, field, policy or the source's config).
+	reasonConfigChanged = "config_changed"
 )
 
 // Auditor writes the audit trail: one JSON object per line for every lease

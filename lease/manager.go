@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -37,6 +38,11 @@ type Credential struct {
 	SourceName string // "env", "file", "vault"…: for audit and metrics
 	Source     Source
 	Policy     Policy
+	// Definition identifies what the credential is beyond its policy: for
+	// example a digest of its source's config, path and field. Reconfigure
+	// keeps the leases of a credential whose SourceName, Policy and
+	// Definition did not change, and revokes those of one whose did.
+	Definition string
 }
 
 // Options are the manager's collaborators; every field may be left zero.
@@ -93,7 +99,9 @@ type Manager struct {
 	obs     Observer
 	rand    func() float64 // called with mu held
 	timeout time.Duration
-	creds   map[string]*credEntry
+	// creds is the configured credentials by name. Get reads it without the
+	// lock; Reconfigure replaces the whole map, holding mu.
+	creds   atomic.Pointer[map[string]*credEntry]
 	flights singleflight.Group
 
 	ctx    context.Context // source calls; cancelled when Shutdown returns
@@ -118,26 +126,43 @@ func NewManager(creds []Credential, opts Options) *Manager {
 	m := &Manager{
 		clock: opts.Clock, audit: opts.Audit, log: opts.Logger, obs: opts.Observer,
 		rand: opts.Rand, timeout: opts.SourceTimeout,
-		creds: make(map[string]*credEntry, len(creds)),
-		wake:  make(chan struct{}, 1), stop: make(chan struct{}),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		syncReq: make(chan chan struct{}), schedDone: make(chan struct{}),
 		scopes: make(map[scopeKey]*scope), leases: make(map[string]*lease),
 		active: make(map[string]int),
 	}
 	m.setDefaults()
-	for _, c := range creds {
-		if c.Name == "" || c.Source == nil {
-			panic(fmt.Sprintf("lease: credential %q has no name or no source", c.Name))
-		}
-		if _, dup := m.creds[c.Name]; dup {
-			panic(fmt.Sprintf("lease: credential %q configured twice", c.Name))
-		}
-		m.creds[c.Name] = newCredEntry(c)
+	if err := checkCredentials(creds); err != nil {
+		panic(err.Error())
 	}
+	byName := make(map[string]*credEntry, len(creds))
+	for _, c := range creds {
+		byName[c.Name] = newCredEntry(c)
+	}
+	m.creds.Store(&byName)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	go m.run()
 	return m
 }
+
+// checkCredentials refuses a credential with no name or source, or a name
+// used twice: the config layer rejects those first.
+func checkCredentials(creds []Credential) error {
+	seen := make(map[string]bool, len(creds))
+	for _, c := range creds {
+		if c.Name == "" || c.Source == nil {
+			return fmt.Errorf("lease: credential %q has no name or no source", c.Name)
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("lease: credential %q configured twice", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	return nil
+}
+
+// entry is the configured credential called name, nil if there is none.
+func (m *Manager) entry(name string) *credEntry { return (*m.creds.Load())[name] }
 
 func (m *Manager) setDefaults() {
 	if m.clock == nil {
@@ -161,12 +186,14 @@ func (m *Manager) setDefaults() {
 // lease if there is none. Concurrent first Gets share one acquisition; after
 // a failed one, Gets fail fast with its error until the backoff has passed.
 func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (Ticket, error) {
-	c, ok := m.creds[credential]
-	if !ok {
-		return Ticket{}, &credError{credential: credential, err: ErrUnknownCredential}
-	}
-	key := c.scopeKey(identity)
+	var c *credEntry
 	for range 3 {
+		// Read on every pass: a reload may have replaced the credential
+		// since the last one, and its lease with it.
+		if c = m.entry(credential); c == nil {
+			return Ticket{}, &credError{credential: credential, err: ErrUnknownCredential}
+		}
+		key := c.scopeKey(identity)
 		if t, ok, err := m.cached(c, key, identity, u); ok || err != nil {
 			return t, err
 		}
@@ -177,7 +204,8 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 		if t, ok := m.useNew(l, identity, u); ok {
 			return t, nil
 		}
-		// Revoked between acquisition and use (a 401, an admin): go again.
+		// Revoked between acquisition and use (a 401, an admin, a reload
+		// that changed the credential): go again.
 	}
 	return Ticket{}, credErr(c, errRevokedWhileAcquiring)
 }
@@ -308,10 +336,14 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 // acquireFailedLocked starts (or extends) the scope's backoff and audits the
 // failure. ErrDenied backs off too: a refusal is not retried in a loop.
 func (m *Manager) acquireFailedLocked(c *credEntry, key scopeKey, identity string, u Use, now time.Time, err error) {
-	s := m.scopeLocked(key)
-	s.failures++
-	s.retryAt = now.Add(backoff(s.failures, m.rand))
-	s.lastErr = err
+	// A credential reconfigured meanwhile: its new definition's scope owes
+	// nothing to the old one's failure.
+	if m.entry(c.Name) == c {
+		s := m.scopeLocked(key)
+		s.failures++
+		s.retryAt = now.Add(backoff(s.failures, m.rand))
+		s.lastErr = err
+	}
 	m.emit(auditEvent{
 		Time: now.UTC(), Event: eventFailed, Credential: c.Name, Source: c.SourceName,
 		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule,

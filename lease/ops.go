@@ -109,6 +109,11 @@ func (m *Manager) installLocked(l, old *lease) (bool, error) {
 	case m.closed:
 		m.retireLocked(l, reasonShutdown)
 		return false, credErr(l.cred, ErrClosed)
+	case m.entry(l.cred.Name) != l.cred:
+		// Acquired from a definition a reload removed or replaced while
+		// the source call was in flight: never hand it out.
+		m.retireLocked(l, reasonConfigChanged)
+		return false, nil
 	case s.cur == nil || s.cur == old:
 		s.cur = l
 		m.poke()

@@ -214,7 +214,7 @@ func (s *scope) forgettable(now time.Time, window time.Duration) bool {
 // that a stream of distinct identities does not grow the map forever.
 func (m *Manager) sweepScopesLocked(now time.Time) {
 	for key, s := range m.scopes {
-		if s.forgettable(now, m.creds[key.credential].window) {
+		if c := m.entry(key.credential); c == nil || s.forgettable(now, c.window) {
 			delete(m.scopes, key)
 		}
 	}

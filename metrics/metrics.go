@@ -53,6 +53,7 @@ type Metrics struct {
 	certEntries prometheus.Gauge
 	reloadOK    prometheus.Counter
 	reloadErr   prometheus.Counter
+	reloadTime  prometheus.Gauge
 
 	leasesActive *prometheus.GaugeVec
 	leaseOps     *prometheus.CounterVec
@@ -106,6 +107,10 @@ func New() *Metrics {
 		Help: "Configuration reload attempts, by result (ok or error).",
 	}, []string{"result"})
 	m.reloadOK, m.reloadErr = reloads.WithLabelValues("ok"), reloads.WithLabelValues("error")
+	m.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "credproxy_config_last_reload_success_timestamp_seconds",
+		Help: "When the config in force was applied (at start, then by each successful reload), in Unix seconds.",
+	})
 	m.leasesActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "credproxy_leases_active",
 		Help: "Live leases held, by credential.",
@@ -123,7 +128,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.requests, m.upstream, m.tunnels, certReqs, m.certEntries, reloads,
+		m.requests, m.upstream, m.tunnels, certReqs, m.certEntries, reloads, m.reloadTime,
 		m.leasesActive, m.leaseOps, m.sourceDur,
 	)
 	empty := map[string]*ruleSeries{}
@@ -229,6 +234,14 @@ func (m *Metrics) ConfigReload(ok bool) {
 		m.reloadOK.Inc()
 	default:
 		m.reloadErr.Inc()
+	}
+}
+
+// ConfigApplied records when the config in force was applied: at start, and
+// after each successful reload.
+func (m *Metrics) ConfigApplied(at time.Time) {
+	if m != nil {
+		m.reloadTime.Set(float64(at.UnixNano()) / 1e9)
 	}
 }
 

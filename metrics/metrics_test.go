@@ -18,12 +18,13 @@ func TestHooksMoveExactlyTheirSeries(t *testing.T) {
 	// Before any hook runs only the pre-built enum children and the
 	// label-less gauges exist, all at zero.
 	diffSeries(t, series(scrape(t, srv)), map[string]float64{
-		`credproxy_cert_cache_requests_total{result="hit"}`:  0,
-		`credproxy_cert_cache_requests_total{result="miss"}`: 0,
-		`credproxy_config_reloads_total{result="ok"}`:        0,
-		`credproxy_config_reloads_total{result="error"}`:     0,
-		`credproxy_cert_cache_entries{}`:                     0,
-		`credproxy_connect_tunnels_open{}`:                   0,
+		`credproxy_cert_cache_requests_total{result="hit"}`:        0,
+		`credproxy_cert_cache_requests_total{result="miss"}`:       0,
+		`credproxy_config_reloads_total{result="ok"}`:              0,
+		`credproxy_config_reloads_total{result="error"}`:           0,
+		`credproxy_cert_cache_entries{}`:                           0,
+		`credproxy_connect_tunnels_open{}`:                         0,
+		`credproxy_config_last_reload_success_timestamp_seconds{}`: 0,
 	})
 
 	m.Request("openai", OutcomeInjected, 200)
@@ -45,6 +46,7 @@ func TestHooksMoveExactlyTheirSeries(t *testing.T) {
 	m.ConfigReload(true)
 	m.ConfigReload(false)
 	m.ConfigReload(false)
+	m.ConfigApplied(time.Unix(1_800_000_000, 500_000_000))
 	m.LeaseOp("openai", "acquire", "ok")
 	m.LeaseOp("openai", "acquire", "ok")
 	m.LeaseOp("reports-db", "renew", "error")
@@ -68,6 +70,7 @@ func TestHooksMoveExactlyTheirSeries(t *testing.T) {
 		`credproxy_cert_cache_entries{}`:                                                               7,
 		`credproxy_config_reloads_total{result="ok"}`:                                                  1,
 		`credproxy_config_reloads_total{result="error"}`:                                               2,
+		`credproxy_config_last_reload_success_timestamp_seconds{}`:                                     1_800_000_000.5,
 		`credproxy_lease_operations_total{credential="openai",op="acquire",result="ok"}`:               2,
 		`credproxy_lease_operations_total{credential="reports-db",op="renew",result="error"}`:          1,
 		`credproxy_leases_active{credential="openai"}`:                                                 1,
@@ -184,6 +187,7 @@ func TestNilMetricsIsNoOp(t *testing.T) {
 	m.CertCache(true)
 	m.CertCacheSize(1)
 	m.ConfigReload(true)
+	m.ConfigApplied(time.Now())
 	m.LeaseOp("c", "acquire", "ok")
 	m.LeasesActive("c", 1)
 	m.SourceOp("s", "acquire", time.Second, nil)

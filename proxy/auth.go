@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+
+	"github.com/credproxy/credproxy/rules"
 )
 
 // proxyAuthHeader carries an agent's credentials to credproxy. It is
@@ -17,9 +19,9 @@ const proxyAuthHeader = "Proxy-Authorization"
 // clients send for HTTPS_PROXY=http://NAME:TOKEN@host:port; otherwise the
 // refusal is a 407 whose Proxy-Authenticate asks for it. The reason never
 // says whether the name or the token was wrong: that would confirm names.
-func (p *Proxy) identify(r *http.Request) (string, *refusal) {
-	if !p.cfg.RequiresAuth() {
-		return p.cfg.Identity, nil
+func (p *Proxy) identify(cfg *rules.Config, r *http.Request) (string, *refusal) {
+	if !cfg.RequiresAuth() {
+		return cfg.Identity, nil
 	}
 	h := r.Header.Get(proxyAuthHeader)
 	r.Header.Del(proxyAuthHeader)
@@ -31,7 +33,7 @@ func (p *Proxy) identify(r *http.Request) (string, *refusal) {
 	if !ok {
 		return "", proxyAuthRequired("proxy authentication failed: want Proxy-Authorization: Basic")
 	}
-	name, ok := p.cfg.Authenticate(user, pass)
+	name, ok := cfg.Authenticate(user, pass)
 	if !ok {
 		return "", proxyAuthRequired("proxy authentication failed: unknown client or wrong token")
 	}

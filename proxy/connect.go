@@ -37,7 +37,8 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 		ctx.Resp = p.refuse(ctx.Req, nil, badRequest("bad CONNECT target: "+err.Error()))
 		return rejectConnect, host
 	}
-	id, ref := p.identify(ctx.Req)
+	cfg := p.cfg.Load() // one snapshot for this CONNECT's decisions
+	id, ref := p.identify(cfg, ctx.Req)
 	if ref != nil {
 		ctx.Resp = p.refuse(ctx.Req, &route{dest: dest}, ref)
 		return rejectConnect, host
@@ -48,12 +49,12 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 		ctx.Resp = p.refuse(ctx.Req, rt, tooManyConnections(n))
 		return rejectConnect, host
 	}
-	if p.cfg.Intercepts(dest) {
+	if cfg.Intercepts(dest) {
 		return &goproxy.ConnectAction{Action: goproxy.ConnectHijack, Hijack: func(_ *http.Request, client net.Conn, _ *goproxy.ProxyCtx) {
 			p.serveMITM(client, *rt)
 		}}, dest.String()
 	}
-	if p.cfg.Unmatched == rules.UnmatchedDeny {
+	if cfg.Unmatched == rules.UnmatchedDeny {
 		ctx.Resp = p.refuse(ctx.Req, rt, unmatchedDenied(dest.String()))
 		return rejectConnect, host
 	}

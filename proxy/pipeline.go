@@ -110,16 +110,17 @@ func authority(d rules.Dest, scheme string) string {
 func (p *Proxy) exchange(req *http.Request) (*http.Response, error) {
 	rt := routeOf(req)
 	start := time.Now()
-	d, ref := p.decide(req, rt)
+	cfg := p.cfg.Load() // the request's one snapshot of the rules
+	d, ref := p.decide(cfg, req, rt)
 	if ref != nil {
 		return p.refuse(req, rt, ref), nil
 	}
-	return p.send(req, rt, d, start), nil
+	return p.send(cfg, req, rt, d, start), nil
 }
 
 // decide applies the rules to req. On an injection the credential is already
 // in req when it returns.
-func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
+func (p *Proxy) decide(cfg *rules.Config, req *http.Request, rt *route) (decision, *refusal) {
 	purpose := cleanPurpose(req.Header.Get(PurposeHeader), p.limits.MaxPurposeBytes)
 	req.Header.Del(PurposeHeader)
 	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
@@ -127,7 +128,7 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 		// credproxy's address; TRACE echoes the request, credential included.
 		return decision{}, methodRefused(req.Method)
 	}
-	rule, err := p.cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
+	rule, err := cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
 	if errors.Is(err, rules.ErrAmbiguousPath) {
 		// An upstream may decode %2F or resolve .. after we matched: what it
 		// routes on must be what we matched.
@@ -139,7 +140,7 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 		return decision{}, identityDenied(rule.Name, rt.identity)
 	}
 	if rule == nil {
-		if p.cfg.Unmatched == rules.UnmatchedDeny {
+		if cfg.Unmatched == rules.UnmatchedDeny {
 			return decision{}, unmatchedDenied(req.Method + " " + rt.dest.String() + req.URL.EscapedPath())
 		}
 		return decision{}, nil
@@ -163,7 +164,7 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 }
 
 // send does the upstream round trip and masks what comes back.
-func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) *http.Response {
+func (p *Proxy) send(cfg *rules.Config, req *http.Request, rt *route, d decision, start time.Time) *http.Response {
 	name, outcome := "", outcomePassthrough
 	if d.rule != nil {
 		name, outcome = d.rule.Name, outcomeInjected
@@ -199,7 +200,7 @@ func (p *Proxy) send(req *http.Request, rt *route, d decision, start time.Time) 
 	}
 	p.obs.Request(name, outcome, resp.StatusCode)
 	switch {
-	case d.rule == nil && p.cfg.Intercepts(rt.dest):
+	case d.rule == nil && cfg.Intercepts(rt.dest):
 		// Often a rule too narrow for what the agent does (git's POST to
 		// git-upload-pack under a GET-only rule): say so where it is seen.
 		p.log.Info("request to a ruled host sent without a credential", "dest", rt.dest.String(),

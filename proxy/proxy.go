@@ -63,7 +63,10 @@ type Options struct {
 
 // Proxy is an http.Handler to serve on the proxy listener.
 type Proxy struct {
-	cfg       *rules.Config
+	// cfg is the rules in force. Every request reads it once, when it
+	// starts, and decides, matches and injects on that one snapshot: a
+	// reload (SetConfig) never changes a request half way through.
+	cfg       atomic.Pointer[rules.Config]
 	limits    rules.Limits
 	creds     Credentials
 	obs       Observer
@@ -88,7 +91,8 @@ func New(o Options) (*Proxy, error) {
 	if o.Config == nil || o.CA == nil || o.Credentials == nil {
 		return nil, errors.New("proxy: Config, CA and Credentials are required")
 	}
-	p := &Proxy{cfg: o.Config, limits: o.Config.Limits, creds: o.Credentials, obs: o.Observer, log: o.Logger, echo: newEchoes()}
+	p := &Proxy{limits: o.Config.Limits, creds: o.Credentials, obs: o.Observer, log: o.Logger, echo: newEchoes()}
+	p.cfg.Store(o.Config)
 	if p.obs == nil {
 		p.obs = nopObserver{}
 	}
@@ -176,7 +180,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeResponse(w, p.refuse(r, nil, badRequest("bad request target: "+err.Error())))
 			return
 		}
-		id, ref := p.identify(r)
+		id, ref := p.identify(p.cfg.Load(), r)
 		if ref != nil {
 			writeResponse(w, p.refuse(r, &route{dest: dest, scheme: "http"}, ref))
 			return
@@ -232,6 +236,23 @@ func (p *Proxy) Drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Config is the rules snapshot in force.
+func (p *Proxy) Config() *rules.Config { return p.cfg.Load() }
+
+// SetConfig makes cfg, loaded and validated, the rules for every request that
+// starts from now on; requests already started finish on the snapshot they
+// began with. A tunnel keeps the identity and the intercept-or-tunnel
+// decision of its CONNECT; each request inside it is matched on the
+// snapshot current when it starts. What New built from the config (the CA,
+// limits, upstream transport, leaf cache) is not rebuilt: those need a
+// restart.
+func (p *Proxy) SetConfig(cfg *rules.Config) {
+	if cfg == nil {
+		panic("proxy: SetConfig(nil)")
+	}
+	p.cfg.Store(cfg)
 }
 
 // Inflight is the number of upstream requests whose response is still open.

@@ -22,7 +22,8 @@ var version = "dev"
 const usage = `usage: credproxy <command> [flags]
 
 commands:
-  run      --config FILE   run the proxy (default config: $CREDPROXY_CONFIG or rules.yaml)
+  run      --config FILE   run the proxy (default config: $CREDPROXY_CONFIG or rules.yaml);
+                           SIGHUP reloads the config, --watch-config also when the file changes
   check    --config FILE   validate a config and print its rules
   ca       --config FILE   print the CA certificate path, creating the CA if absent
   env      --config FILE [--format sh|dotenv|json] [--shell fish] [--client NAME] [--install-node]

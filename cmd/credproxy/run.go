@@ -27,6 +27,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
+	watch := fs.Bool("watch-config", false, "reload the config when its file changes (SIGHUP always reloads)")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -43,7 +44,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	if err := serve(ctx, cfg, serveOptions{Log: log, AuditOut: stdout, Banner: stderr, Pprof: *pprof}); err != nil {
+	if err := serve(ctx, cfg, serveOptions{Log: log, AuditOut: stdout, Banner: stderr, Pprof: *pprof,
+		ReloadOnSIGHUP: true, WatchConfig: *watch}); err != nil {
 		log.Error("credproxy stopped", "err", err)
 		return 1
 	}
@@ -73,6 +75,12 @@ type serveOptions struct {
 	// Ready, when set, receives the bound proxy and admin addresses.
 	Ready func(proxyAddr, adminAddr string)
 	Clock lease.Clock // the lease manager's clock; nil = real time (tests pass a fake)
+	// ReloadOnSIGHUP reloads the config on SIGHUP; WatchConfig when its
+	// file changes (reload.go).
+	ReloadOnSIGHUP bool
+	WatchConfig    bool
+	// Reloader, when set, receives the Reloader once serving, for tests.
+	Reloader func(*Reloader)
 }
 
 // serve runs credproxy until ctx is done, then stops accepting, drains
@@ -96,12 +104,12 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	defer closeAudit()
 	m := metrics.New()
-	creds, closeSources, err := buildCredentials(cfg, log, o.Clock)
+	rl, err := newReloader(cfg, log, o.Clock, m)
 	if err != nil {
 		return err
 	}
-	defer closeSources()
-	mgr := lease.NewManager(creds, lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
+	defer rl.closeSources()
+	mgr := lease.NewManager(rl.credentials(), lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), mgr.Shutdown(context.Background()))
@@ -120,6 +128,12 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	defer p.Close()
 	m.WatchLimits(p.Inflight, p.Connections, p.Limits().MaxInflight, p.Limits().MaxConnections)
+	rl.attach(p, mgr)
+	if err := rl.startTriggers(ctx, o); err != nil {
+		proxyLn.Close()
+		adminLn.Close()
+		return errors.Join(err, mgr.Shutdown(context.Background()))
+	}
 
 	var ready atomic.Bool
 	admin := metrics.NewAdminHandler(metrics.AdminOptions{

@@ -1,0 +1,68 @@
+package rules
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"reflect"
+)
+
+// A reload builds a new *Config with Load and swaps it in whole. Most of it
+// applies at once; what credproxy only reads at start does not, and
+// RestartOnly says which of those changed.
+
+// CredentialDefinition is a digest of everything that makes credential name
+// what it is: its own keys (source, env, file, path, field, scope, lease
+// policy) and the config of the `sources:` entry it names. Two configs give
+// the same digest for a credential exactly when a lease of one is good for
+// the other. It is "" when there is no such credential. Line numbers do not
+// count: moving a credential in the file changes nothing.
+func (c *Config) CredentialDefinition(name string) string {
+	cr := c.Credentials[name]
+	if cr == nil {
+		return ""
+	}
+	own := *cr
+	own.Line = 0
+	var src *Source
+	if s := c.Sources[cr.Source]; s != nil {
+		cp := *s
+		cp.Line = 0
+		src = &cp
+	}
+	b, err := json.Marshal(struct {
+		Credential *Credential
+		Source     *Source
+	}{&own, src})
+	if err != nil { // only plain values inside: cannot happen
+		panic("rules: credential definition: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// RestartOnly copies into loaded the settings a running credproxy took at
+// start and cannot change, from running, and names those whose value
+// differed: listen, admin (its listener and token file), ca, upstream,
+// limits, certCacheSize, audit. loaded must not be in use yet. Everything
+// else (rules, credentials, sources, clients, identity, unmatched, leases)
+// is the new file's.
+func RestartOnly(running, loaded *Config) []string {
+	var changed []string
+	keep := func(name string, same bool, restore func()) {
+		if !same {
+			changed = append(changed, name)
+			restore()
+		}
+	}
+	keep("listen", running.Listen == loaded.Listen, func() { loaded.Listen = running.Listen })
+	keep("admin", running.Admin == loaded.Admin && running.AdminTokenFile == loaded.AdminTokenFile, func() {
+		loaded.Admin, loaded.AdminTokenFile = running.Admin, running.AdminTokenFile
+	})
+	keep("ca", running.CA == loaded.CA, func() { loaded.CA = running.CA })
+	keep("upstream", reflect.DeepEqual(running.Upstream, loaded.Upstream), func() { loaded.Upstream = running.Upstream })
+	keep("limits", running.Limits == loaded.Limits, func() { loaded.Limits = running.Limits })
+	keep("certCacheSize", running.CertCacheSize == loaded.CertCacheSize, func() { loaded.CertCacheSize = running.CertCacheSize })
+	keep("audit", running.Audit == loaded.Audit, func() { loaded.Audit = running.Audit })
+	return changed
+}
