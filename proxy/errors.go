@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 
+	rfc9457 "github.com/credproxy/credproxy/internal/problem"
 	"github.com/credproxy/credproxy/rules"
 )
 
@@ -39,17 +39,13 @@ func (r *refusal) Error() string { return r.reason }
 // Agents and SDKs switch on the type, so a type is never renamed or reused
 // for another meaning.
 type problem struct {
-	slug    string // the type URI is problemTypePrefix + slug
+	slug    string // the type URI is rfc9457.TypePrefix + slug
 	title   string
 	status  int
 	outcome string
 }
 
-// problemTypePrefix is a URN, not an https:// URL: the type names the
-// problem, and nobody should expect to dereference it.
-const problemTypePrefix = "urn:credproxy:problem:"
-
-func (k *problem) typeURI() string { return problemTypePrefix + k.slug }
+func (k *problem) typeURI() string { return rfc9457.TypePrefix + k.slug }
 
 // The problem kinds. The outcome label of each refusal is decided here and
 // nowhere else: a policy refusal is "denied", anything credproxy could not
@@ -221,34 +217,14 @@ func clientClosed(rule string) *refusal {
 	return refuseAs(probClientClosed, rule, "", "the agent went away")
 }
 
-// problemBody is the RFC 9457 problem details object every refusal carries,
-// as application/problem+json. rule and credential are extension members;
-// error repeats detail for clients written against the older {"error": …}
-// body.
-type problemBody struct {
-	Type       string `json:"type"`
-	Title      string `json:"title"`
-	Status     int    `json:"status"`
-	Detail     string `json:"detail"`
-	Rule       string `json:"rule,omitempty"`
-	Credential string `json:"credential,omitempty"`
-	Error      string `json:"error"`
-}
-
-// problemContentType is RFC 9457's media type for problemBody.
-const problemContentType = "application/problem+json"
-
-// errorResponse builds a complete problem+json response for req.
+// errorResponse builds a complete problem+json response for req (the body
+// is internal/problem's, shared with the admin server).
 func errorResponse(req *http.Request, r *refusal) *http.Response {
-	body, _ := json.Marshal(problemBody{
-		Type: r.kind.typeURI(), Title: r.kind.title, Status: r.status, Detail: r.reason,
-		Rule: r.rule, Credential: r.credential, Error: r.reason,
-	})
-	body = append(body, '\n')
-	h := make(http.Header, 4)
-	h.Set("Content-Type", problemContentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
+	d := rfc9457.New(r.kind.slug, r.kind.title, r.status, r.reason)
+	d.Rule, d.Credential = r.rule, r.credential
+	body := d.JSON()
+	h := make(http.Header, 6)
+	rfc9457.Header(h, len(body))
 	h.Set("X-Credproxy-Error", "1")
 	if r.status == http.StatusProxyAuthRequired {
 		h.Set("Proxy-Authenticate", `Basic realm="credproxy"`)
