@@ -26,6 +26,9 @@ const (
 	reasonUpstream401 = "upstream_401"
 	reasonManual      = "manual"
 	reasonRenewFailed = "renew_failed"
+	reasonTaskEnd     = "task_end"     // the task was ended (EndTask)
+	reasonTaskExpired = "task_expired" // the task reached its TTL
+	reasonTaskAborted = "task_aborted" // BeginTask failed to acquire another of the task's credentials
 )
 
 // Auditor writes the audit trail: one JSON object per line for every lease
@@ -56,6 +59,7 @@ type auditEvent struct {
 	ExpiresAt     time.Time `json:"expires_at,omitzero"` // absent when there is no lease
 	Purpose       string    `json:"purpose"`
 	Rule          string    `json:"rule"`
+	Task          string    `json:"task,omitempty"` // the task the lease belongs to
 	Reason        string    `json:"reason,omitempty"`
 	Error         string    `json:"error,omitempty"`
 }
@@ -79,6 +83,9 @@ func (e auditEvent) attrs() []slog.Attr {
 		slog.Float64("ttl", e.TTL),
 		slog.String("rule", e.Rule),
 		slog.String("purpose", e.Purpose),
+	}
+	if e.Task != "" {
+		attrs = append(attrs, slog.String("task", e.Task))
 	}
 	if !e.ExpiresAt.IsZero() {
 		attrs = append(attrs, slog.Time("expires_at", e.ExpiresAt))
@@ -111,6 +118,12 @@ func (m *Manager) leaseEvent(name string, l *lease, reason string, err error) au
 		Purpose:       l.lastUse.Purpose,
 		Rule:          l.lastUse.Rule,
 		Reason:        reason,
+	}
+	if l.task != nil { // a task's leases say which task, and its purpose
+		e.Task = l.task.id
+		if l.task.purpose != "" {
+			e.Purpose = l.task.purpose
+		}
 	}
 	if err != nil {
 		e.Error = err.Error()

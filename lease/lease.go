@@ -48,16 +48,16 @@ func lead(renewBefore, term time.Duration) time.Duration {
 }
 
 // scopeKey names the slot a lease lives in: identity is "" unless the
-// credential's policy is PerIdentity.
-type scopeKey struct{ credential, identity string }
+// credential's policy is PerIdentity, task "" unless it is PerTask.
+type scopeKey struct{ credential, identity, task string }
 
-func (k scopeKey) String() string { return k.credential + "\x00" + k.identity }
+func (k scopeKey) String() string { return k.credential + "\x00" + k.identity + "\x00" + k.task }
 
 func (c *credEntry) scopeKey(identity string) scopeKey {
 	if !c.Policy.PerIdentity {
 		identity = ""
 	}
-	return scopeKey{c.Name, identity}
+	return scopeKey{credential: c.Name, identity: identity}
 }
 
 // scope holds the live lease of one slot. It outlives its leases to remember
@@ -75,6 +75,7 @@ type lease struct {
 	id   string
 	cred *credEntry
 	key  scopeKey
+	task *task // the task it belongs to (key.task); nil for other leases
 	meta Grant // SourceLeaseID, TTL and Renewable only; never Value or Data
 
 	// The value is held as bytes so that it can be zeroed when the lease ends.
@@ -203,10 +204,14 @@ func (l *lease) use(now time.Time, identity string, u Use) Ticket {
 }
 
 func (l *lease) info() Info {
-	return Info{
+	in := Info{
 		ID: l.id, SourceLeaseID: l.meta.SourceLeaseID, Credential: l.cred.Name,
 		Source: l.cred.SourceName, Identity: l.key.identity, AcquiredBy: l.acquiredBy, LastUsedBy: l.lastIdentity,
 		Issued: l.issued.UTC(), Expires: l.expires.UTC(), LastUsed: l.lastUsed.UTC(),
 		Renewals: l.renewals, State: l.state,
 	}
+	if l.task != nil {
+		in.Task = l.task.id
+	}
+	return in
 }

@@ -29,6 +29,7 @@ type Policy struct {
 	IdleTimeout       time.Duration // revoke a lease unused for this long; 0 = never
 	AutoRenew         bool          // renew (or rotate) leases in use; otherwise they just expire
 	PerIdentity       bool          // one lease per caller identity instead of one shared lease
+	PerTask           bool          // one lease per task (task.go); a request needs an open task
 }
 
 // Credential is one configured credential and where it comes from.
@@ -47,10 +48,13 @@ type Options struct {
 	Observer      Observer       // nil = NopObserver
 	Rand          func() float64 // jitter in [0, 1); nil = math/rand/v2
 	SourceTimeout time.Duration  // bound on one source call; 0 = 30s
+	MaxTaskTTL    time.Duration  // cap on a task's TTL; 0 = none (credentials' MaxTTL still cap it)
 }
 
-// Use says why a lease is used; it goes to the audit trail.
-type Use struct{ Rule, Purpose string }
+// Use says why a lease is used; it goes to the audit trail. Task names the
+// task a request runs in (its X-Credproxy-Task header); only PerTask
+// credentials look at it.
+type Use struct{ Rule, Purpose, Task string }
 
 // Ticket is what one request gets: copies of the lease's value and data. It
 // prints and logs with the value redacted. Pass it back to Unauthorized when
@@ -82,6 +86,7 @@ type Info struct {
 	LastUsed   time.Time `json:"last_used"`
 	Renewals   int       `json:"renewals"`
 	State      string    `json:"state"` // active, renewing, rotating or retrying
+	Task       string    `json:"task,omitempty"` // the task it belongs to (PerTask credentials)
 }
 
 // Manager holds at most one live lease per credential scope. It is safe for
@@ -93,6 +98,7 @@ type Manager struct {
 	obs     Observer
 	rand    func() float64 // called with mu held
 	timeout time.Duration
+	maxTask time.Duration
 	creds   map[string]*credEntry
 	flights singleflight.Group
 
@@ -110,6 +116,7 @@ type Manager struct {
 	scopes map[scopeKey]*scope
 	leases map[string]*lease // by id: every lease still held
 	active map[string]int    // held leases per credential
+	tasks  map[string]*task  // by id: open tasks and those ended within taskMemory
 }
 
 // NewManager starts a manager for creds. It panics on a credential with no
@@ -117,12 +124,12 @@ type Manager struct {
 func NewManager(creds []Credential, opts Options) *Manager {
 	m := &Manager{
 		clock: opts.Clock, audit: opts.Audit, log: opts.Logger, obs: opts.Observer,
-		rand: opts.Rand, timeout: opts.SourceTimeout,
+		rand: opts.Rand, timeout: opts.SourceTimeout, maxTask: opts.MaxTaskTTL,
 		creds: make(map[string]*credEntry, len(creds)),
 		wake:  make(chan struct{}, 1), stop: make(chan struct{}),
 		syncReq: make(chan chan struct{}), schedDone: make(chan struct{}),
 		scopes: make(map[scopeKey]*scope), leases: make(map[string]*lease),
-		active: make(map[string]int),
+		active: make(map[string]int), tasks: make(map[string]*task),
 	}
 	m.setDefaults()
 	for _, c := range creds {
@@ -166,6 +173,13 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 		return Ticket{}, &credError{credential: credential, err: ErrUnknownCredential}
 	}
 	key := c.scopeKey(identity)
+	if c.Policy.PerTask {
+		t, err := m.taskFor(identity, u.Task)
+		if err != nil {
+			return Ticket{}, credErr(c, err)
+		}
+		key.task, u.Task = t.id, t.id
+	}
 	for range 3 {
 		if t, ok, err := m.cached(c, key, identity, u); ok || err != nil {
 			return t, err
@@ -278,6 +292,10 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 		m.mu.Unlock()
 		return nil, err
 	}
+	if _, err := m.taskOfLocked(key, now); err != nil {
+		m.mu.Unlock()
+		return nil, credErr(c, err)
+	}
 	m.ops.add()
 	m.mu.Unlock()
 	defer m.ops.done()
@@ -314,7 +332,7 @@ func (m *Manager) acquireFailedLocked(c *credEntry, key scopeKey, identity strin
 	s.lastErr = err
 	m.emit(auditEvent{
 		Time: now.UTC(), Event: eventFailed, Credential: c.Name, Source: c.SourceName,
-		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule,
+		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule, Task: u.Task,
 		Error: "acquire: " + err.Error(),
 	})
 }

@@ -54,7 +54,7 @@ func (m *Manager) tick() time.Time {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var next time.Time
+	next := m.tickTasksLocked(now) // first: a task's leases end as task_expired, not expired
 	for _, l := range m.leases {
 		switch {
 		case !l.busy:

@@ -31,7 +31,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	close(m.stop)
 	<-m.schedDone
 
-	err := m.revokeAll(ctx, held, grants)
+	err := m.revokeAll(ctx, held, grants, reasonShutdown)
 	// Acquisitions and renewals in flight see m.closed when they finish and
 	// revoke what they got; wait for those too.
 	select {
@@ -45,8 +45,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// revokeAll revokes held at their sources in parallel, bounded by ctx.
-func (m *Manager) revokeAll(ctx context.Context, held []*lease, grants []Grant) error {
+// revokeAll revokes held at their sources in parallel, bounded by ctx, and
+// audits each with reason.
+func (m *Manager) revokeAll(ctx context.Context, held []*lease, grants []Grant, reason string) error {
 	type outcome struct {
 		id  string
 		err error
@@ -55,7 +56,7 @@ func (m *Manager) revokeAll(ctx context.Context, held []*lease, grants []Grant) 
 	left := make(map[string]bool, len(held))
 	for i, l := range held {
 		left[l.id] = true
-		go func() { done <- outcome{l.id, m.revokeAt(ctx, l, grants[i], reasonShutdown)} }()
+		go func() { done <- outcome{l.id, m.revokeAt(ctx, l, grants[i], reason)} }()
 	}
 	var errs []error
 	for len(left) > 0 {
@@ -67,8 +68,8 @@ func (m *Manager) revokeAll(ctx context.Context, held []*lease, grants []Grant) 
 			}
 		case <-ctx.Done():
 			ids := slices.Sorted(maps.Keys(left))
-			m.log.Error("lease: shutdown ran out of time; leases not revoked", "lease_ids", ids)
-			errs = append(errs, fmt.Errorf("lease: shutdown: %d lease(s) not revoked: %w", len(ids), ctx.Err()))
+			m.log.Error("lease: ran out of time; leases not revoked", "reason", reason, "lease_ids", ids)
+			errs = append(errs, fmt.Errorf("lease: %s: %d lease(s) not revoked: %w", reason, len(ids), ctx.Err()))
 			return errors.Join(errs...)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	rfc9457 "github.com/credproxy/credproxy/internal/problem"
+	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/rules"
 )
 
@@ -64,6 +65,8 @@ var (
 	probOwnAddress        = &problem{"own-address", "Destination is credproxy itself", http.StatusForbidden, outcomeDenied}
 	probUnsignable        = &problem{"unsignable-request", "Request cannot be signed as sent", http.StatusBadRequest, outcomeDenied}
 	probBodyTooLarge      = &problem{"body-too-large", "Request body too large to sign", http.StatusRequestEntityTooLarge, outcomeDenied}
+	probTaskRequired      = &problem{"task-required", "Credential needs a task", http.StatusForbidden, outcomeDenied}
+	probTaskNotOpen       = &problem{"task-not-open", "Task unknown or ended", http.StatusForbidden, outcomeDenied}
 	probCredUnavailable   = &problem{"credential-unavailable", "Credential unavailable", http.StatusBadGateway, outcomeError}
 	probInjectionFailed   = &problem{"injection-failed", "Credential could not be injected", http.StatusBadGateway, outcomeError}
 	probUpstreamDown      = &problem{"upstream-unreachable", "Upstream unreachable", http.StatusBadGateway, outcomeError}
@@ -84,7 +87,7 @@ const statusClientClosed = 499
 var problems = []*problem{
 	probBadRequest, probNotAProxyRequest, probSchemeNotProxied, probProxyAuthRequired, probMisdirected,
 	probUnmatchedDenied, probIdentityDenied, probCleartextRefused, probAmbiguousPath, probMethodRefused, probOwnAddress,
-	probUnsignable, probBodyTooLarge,
+	probUnsignable, probBodyTooLarge, probTaskRequired, probTaskNotOpen,
 	probCredUnavailable, probInjectionFailed, probUpstreamDown, probUpstreamTimeout, probUpstreamError, probUnscannable,
 	probTooManyRequests, probTooManyConns, probInternal, probClientClosed,
 }
@@ -165,6 +168,30 @@ func bodyTooLarge(rule string, limit int) *refusal {
 	return refuseAs(probBodyTooLarge, rule, "", fmt.Sprintf(
 		"rule %q signs the request body, which credproxy buffers up to %d bytes (sign.aws_sigv4.maxBodyBytes); "+
 			"this body is larger. A service that accepts UNSIGNED-PAYLOAD (S3) can use payload: unsigned", rule, limit))
+}
+
+// taskRequired: a `scope: task` credential requested outside any task (or
+// with several open and none named); public is lease.PublicMessage's text.
+func taskRequired(rule, credential, public string) *refusal {
+	return refuseAs(probTaskRequired, rule, credential, public)
+}
+
+// taskNotOpen: the request named a task that is unknown, ended, expired or
+// another identity's.
+func taskNotOpen(rule, credential, public string) *refusal {
+	return refuseAs(probTaskNotOpen, rule, credential, public)
+}
+
+// taskRefusal is the refusal for a lease error about tasks; nil for any
+// other error.
+func taskRefusal(rule *rules.Rule, err error) *refusal {
+	switch {
+	case errors.Is(err, lease.ErrNoTask):
+		return taskRequired(rule.Name, rule.Credential, lease.PublicMessage(err))
+	case errors.Is(err, lease.ErrUnknownTask), errors.Is(err, lease.ErrTaskEnded):
+		return taskNotOpen(rule.Name, rule.Credential, lease.PublicMessage(err))
+	}
+	return nil
 }
 
 // credentialUnavailable: the lease manager could not supply the credential;

@@ -31,6 +31,15 @@ const (
 // audit trail and is stripped before the request leaves.
 const PurposeHeader = "X-Credproxy-Purpose"
 
+// TaskHeader names the task (begun through the control API) a request runs
+// in, for `scope: task` credentials. Like PurposeHeader it is stripped before
+// the request leaves, whatever rule (or none) it meets.
+const TaskHeader = "X-Credproxy-Task"
+
+// maxTaskIDBytes bounds the task id read from TaskHeader: ids are short,
+// and the text goes into refusals and logs.
+const maxTaskIDBytes = 64
+
 // route is where one request goes: the destination credproxy dials (the
 // CONNECT authority or the absolute URL's host, never a Host header), the
 // scheme it leaves with, and who asked. It is fixed before any request in a
@@ -122,6 +131,8 @@ func (p *Proxy) exchange(req *http.Request) (*http.Response, error) {
 func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	purpose := cleanPurpose(req.Header.Get(PurposeHeader), p.limits.MaxPurposeBytes)
 	req.Header.Del(PurposeHeader)
+	taskID := cleanPurpose(req.Header.Get(TaskHeader), maxTaskIDBytes)
+	req.Header.Del(TaskHeader)
 	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
 		// A CONNECT inside a tunnel would open a second tunnel from
 		// credproxy's address; TRACE echoes the request, credential included.
@@ -150,8 +161,11 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	if purpose == "" {
 		purpose = rule.Purpose
 	}
-	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose}}
+	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose, Task: taskID}}
 	if d.ticket, err = p.creds.Get(req.Context(), rule.Credential, rt.identity, d.use); err != nil {
+		if ref := taskRefusal(rule, err); ref != nil {
+			return decision{}, ref
+		}
 		p.log.Warn("credential unavailable", "rule", rule.Name, "credential", rule.Credential, "err", p.echo.scrub(rt.dest, err.Error()))
 		return decision{}, credentialUnavailable(rule.Name, rule.Credential, lease.PublicMessage(err))
 	}

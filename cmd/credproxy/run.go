@@ -106,7 +106,8 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		return err
 	}
 	defer closeSources()
-	mgr := lease.NewManager(creds, lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
+	mgr := lease.NewManager(creds, lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m,
+		MaxTaskTTL: cfg.Leases.MaxTTL})
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), mgr.Shutdown(context.Background()))
