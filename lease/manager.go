@@ -85,7 +85,7 @@ type Info struct {
 	Expires    time.Time `json:"expires"`
 	LastUsed   time.Time `json:"last_used"`
 	Renewals   int       `json:"renewals"`
-	State      string    `json:"state"` // active, renewing, rotating or retrying
+	State      string    `json:"state"`          // active, renewing, rotating or retrying
 	Task       string    `json:"task,omitempty"` // the task it belongs to (PerTask credentials)
 }
 
