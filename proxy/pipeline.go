@@ -133,35 +133,15 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	req.Header.Del(PurposeHeader)
 	taskID := cleanPurpose(req.Header.Get(TaskHeader), maxTaskIDBytes)
 	req.Header.Del(TaskHeader)
-	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
-		// A CONNECT inside a tunnel would open a second tunnel from
-		// credproxy's address; TRACE echoes the request, credential included.
-		return decision{}, methodRefused(req.Method)
-	}
-	rule, err := p.cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
-	if errors.Is(err, rules.ErrAmbiguousPath) {
-		// An upstream may decode %2F or resolve .. after we matched: what it
-		// routes on must be what we matched.
-		return decision{}, ambiguousPath(rt.dest)
-	}
-	if errors.Is(err, rules.ErrIdentity) {
-		// Never pass it on uncredentialed as if no rule named it: the caller
-		// would take the upstream's 401 for a bad key, not a missing grant.
-		return decision{}, identityDenied(rule.Name, rt.identity)
-	}
-	if rule == nil {
-		if p.cfg.Unmatched == rules.UnmatchedDeny {
-			return decision{}, unmatchedDenied(req.Method + " " + rt.dest.String() + req.URL.EscapedPath())
-		}
-		return decision{}, nil
-	}
-	if rt.scheme != "https" && !rule.AllowPlaintext {
-		return decision{}, cleartextRefused(rule.Name)
+	rule, ref := decideRule(p.cfg, rt, req.Method, req.URL.EscapedPath())
+	if ref != nil || rule == nil {
+		return decision{}, ref
 	}
 	if purpose == "" {
 		purpose = rule.Purpose
 	}
 	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose, Task: taskID}}
+	var err error
 	if d.ticket, err = p.creds.Get(req.Context(), rule.Credential, rt.identity, d.use); err != nil {
 		if ref := taskRefusal(rule, err); ref != nil {
 			return decision{}, ref
@@ -174,6 +154,38 @@ func (p *Proxy) decide(req *http.Request, rt *route) (decision, *refusal) {
 	}
 	p.echo.remember(rt.dest, injectedValues(req, rule, d.ticket)...)
 	return d, nil
+}
+
+// decideRule is what the rules alone say about a request at rt: the rule
+// whose credential it gets, nil to pass it on untouched, or a refusal. It
+// reads no credential, so Explain shares it with decide.
+func decideRule(cfg *rules.Config, rt *route, method, rawPath string) (*rules.Rule, *refusal) {
+	if method == http.MethodConnect || method == http.MethodTrace {
+		// A CONNECT inside a tunnel would open a second tunnel from
+		// credproxy's address; TRACE echoes the request, credential included.
+		return nil, methodRefused(method)
+	}
+	rule, err := cfg.Match(rt.dest, method, rawPath, rt.identity)
+	if errors.Is(err, rules.ErrAmbiguousPath) {
+		// An upstream may decode %2F or resolve .. after we matched: what it
+		// routes on must be what we matched.
+		return nil, ambiguousPath(rt.dest)
+	}
+	if errors.Is(err, rules.ErrIdentity) {
+		// Never pass it on uncredentialed as if no rule named it: the caller
+		// would take the upstream's 401 for a bad key, not a missing grant.
+		return nil, identityDenied(rule.Name, rt.identity)
+	}
+	if rule == nil {
+		if cfg.Unmatched == rules.UnmatchedDeny {
+			return nil, unmatchedDenied(method + " " + rt.dest.String() + rawPath)
+		}
+		return nil, nil
+	}
+	if rt.scheme != "https" && !rule.AllowPlaintext {
+		return nil, cleartextRefused(rule.Name)
+	}
+	return rule, nil
 }
 
 // send does the upstream round trip and masks what comes back.

@@ -198,3 +198,12 @@ func decodeObject(t *testing.T, body string) map[string]any {
 	}
 	return v
 }
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
