@@ -149,7 +149,7 @@ func (c *Control) checkIdentity(identity string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: identity %q is not a name in clients:", ErrInvalid, identity)
+	return fmt.Errorf("%w: identity %q is not the name of a client in clients", ErrInvalid, identity)
 }
 
 // printable reports whether s is valid UTF-8 without control characters: it
