@@ -56,17 +56,6 @@ type Options struct {
 // credentials look at it.
 type Use struct{ Rule, Purpose, Task string }
 
-// Ticket is what one request gets: copies of the lease's value and data. It
-// prints and logs with the value redacted. Pass it back to Unauthorized when
-// the upstream rejects it.
-type Ticket struct {
-	LeaseID    string
-	Credential string
-	Identity   string // the identity the ticket was issued to
-	Value      string
-	Data       map[string]string
-}
-
 // Info describes a held lease for the admin view. It has no value.
 type Info struct {
 	ID            string `json:"id"`
