@@ -366,6 +366,8 @@ func (m *Manager) Revoke(ctx context.Context, id string, reason string) error {
 	m.dropLocked(l)
 	g := l.grant()
 	m.mu.Unlock()
+	ctx, cancel := m.revokeContext(ctx)
+	defer cancel()
 	if err := m.revokeAt(ctx, l, g, reason); err != nil {
 		return fmt.Errorf("lease %s: revoke at source %q: %w", id, l.cred.SourceName, err)
 	}

@@ -275,3 +275,47 @@ func TestTaskEndedWhileAcquiring(t *testing.T) {
 		t.Fatalf("%d leases held, want 0", n)
 	}
 }
+
+// ctxSource is a test source whose Revoke fails on a done context, as a
+// real store client's does.
+type ctxSource struct{ *leasetest.Source }
+
+func (s ctxSource) Revoke(ctx context.Context, g lease.Grant) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Source.Revoke(ctx, g)
+}
+
+// A caller that has gone away (a cancelled context) still gets its task's
+// leases revoked at the store: they are dropped already, and must not leak.
+func TestTaskEndWithACancelledContextStillRevokes(t *testing.T) {
+	h := newHarness(t, policy)
+	db, openai := leasetest.NewSource(), leasetest.NewSource()
+	m := lease.NewManager([]lease.Credential{
+		{Name: "db", SourceName: "test", Source: ctxSource{db}, Policy: taskPolicy},
+		{Name: "openai", SourceName: "test", Source: ctxSource{openai}, Policy: policy},
+	}, h.options())
+	t.Cleanup(func() { _ = m.Shutdown(context.Background()) })
+	in, err := m.BeginTask(context.Background(), lease.TaskSpec{TTL: time.Hour, Credentials: []string{"db"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.EndTask(ctx, in.ID); err != nil || db.Revokes() != 1 {
+		t.Fatalf("EndTask with a cancelled context: %v, %d revokes; want the lease revoked at its store anyway", err, db.Revokes())
+	}
+	tk, err := m.Get(context.Background(), "openai", "a", use)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, tk.LeaseID, ""); err != nil || openai.Revokes() != 1 {
+		t.Fatalf("Revoke with a cancelled context: %v, %d revokes; want it revoked at its store anyway", err, openai.Revokes())
+	}
+	for _, e := range h.events() {
+		if e["error"] != nil {
+			t.Errorf("audit event %v has an error", e)
+		}
+	}
+}
