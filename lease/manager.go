@@ -168,6 +168,9 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 			return Ticket{}, credErr(c, err)
 		}
 		key.task, u.Task = t.id, t.id
+		if t.purpose != "" { // a task's purpose is its leases' (and their failures')
+			u.Purpose = t.purpose
+		}
 	}
 	for range 3 {
 		if t, ok, err := m.cached(c, key, identity, u); ok || err != nil {

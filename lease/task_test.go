@@ -203,7 +203,7 @@ func TestTaskTwoCredentialsAcquiredAtBeginAndRevokedTogether(t *testing.T) {
 func TestTaskBeginFailureHoldsNothing(t *testing.T) {
 	h, api := newTaskHarness(t)
 	api.FailAcquire(errTest("vault: permission denied"))
-	_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{TTL: time.Minute, Credentials: []string{"db", "api"}})
+	_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{Purpose: "sync", TTL: time.Minute, Credentials: []string{"db", "api"}})
 	if err == nil || !strings.Contains(err.Error(), `"api"`) {
 		t.Fatalf("BeginTask with api failing: %v, want an error naming api", err)
 	}
@@ -211,6 +211,11 @@ func TestTaskBeginFailureHoldsNothing(t *testing.T) {
 		t.Fatalf("after a failed begin: %d leases, tasks %+v, %d db revokes; want nothing held, db revoked", n, ts, h.src.Revokes())
 	}
 	h.wantEvents("lease.created", "lease.failed", "lease.revoked:task_aborted")
+	for _, e := range h.events() {
+		if !strings.HasPrefix(e["task"].(string), "tsk_") || e["purpose"] != "sync" {
+			t.Errorf("audit event %v: want the task's id and purpose", e)
+		}
+	}
 
 	for _, bad := range [][]string{{"openai"}, {"nope"}} {
 		_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{Credentials: bad})
