@@ -324,3 +324,32 @@ func TestTaskEndWithACancelledContextStillRevokes(t *testing.T) {
 		}
 	}
 }
+
+// Requests racing the end of their task: whatever interleaving, nothing is
+// held afterwards and every lease acquired was revoked.
+func TestTaskEndRacingRequestsLeavesNothing(t *testing.T) {
+	h, _ := newTaskHarness(t)
+	for round := range 20 {
+		in := h.begin(lease.TaskSpec{TTL: time.Hour})
+		done := make(chan struct{})
+		for range 8 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for range 5 {
+					_, _ = h.getTask("db", "agent-a", in.ID)
+				}
+			}()
+		}
+		if _, err := h.m.EndTask(context.Background(), in.ID); err != nil {
+			t.Fatal(err)
+		}
+		for range 8 {
+			<-done
+		}
+		lease.Settle(h.m)
+		if n := len(h.m.List()); n != 0 || h.src.Acquires() != h.src.Revokes() {
+			t.Fatalf("round %d: %d leases held, %d acquired, %d revoked; want none held, all revoked",
+				round, n, h.src.Acquires(), h.src.Revokes())
+		}
+	}
+}
