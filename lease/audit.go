@@ -29,6 +29,9 @@ const (
 	// reasonConfigChanged: a reload removed the credential or changed its
 	// definition (source, path, field, policy or the source's config).
 	reasonConfigChanged = "config_changed"
+	reasonTaskEnd       = "task_end"     // the task was ended (EndTask)
+	reasonTaskExpired   = "task_expired" // the task reached its TTL
+	reasonTaskAborted   = "task_aborted" // BeginTask failed to acquire another of the task's credentials
 )
 
 // Auditor writes the audit trail: one JSON object per line for every lease
@@ -59,6 +62,7 @@ type auditEvent struct {
 	ExpiresAt     time.Time `json:"expires_at,omitzero"` // absent when there is no lease
 	Purpose       string    `json:"purpose"`
 	Rule          string    `json:"rule"`
+	Task          string    `json:"task,omitempty"` // the task the lease belongs to
 	Reason        string    `json:"reason,omitempty"`
 	Error         string    `json:"error,omitempty"`
 }
@@ -82,6 +86,9 @@ func (e auditEvent) attrs() []slog.Attr {
 		slog.Float64("ttl", e.TTL),
 		slog.String("rule", e.Rule),
 		slog.String("purpose", e.Purpose),
+	}
+	if e.Task != "" {
+		attrs = append(attrs, slog.String("task", e.Task))
 	}
 	if !e.ExpiresAt.IsZero() {
 		attrs = append(attrs, slog.Time("expires_at", e.ExpiresAt))
@@ -114,6 +121,12 @@ func (m *Manager) leaseEvent(name string, l *lease, reason string, err error) au
 		Purpose:       l.lastUse.Purpose,
 		Rule:          l.lastUse.Rule,
 		Reason:        reason,
+	}
+	if l.task != nil { // a task's leases say which task, and its purpose
+		e.Task = l.task.id
+		if l.task.purpose != "" {
+			e.Purpose = l.task.purpose
+		}
 	}
 	if err != nil {
 		e.Error = err.Error()

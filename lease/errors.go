@@ -99,7 +99,10 @@ func PublicMessage(err error) string {
 		status = se.Status
 	}
 	var what string
+	var te *taskError
 	switch {
+	case errors.As(err, &te):
+		what = te.msg // names the task and the caller only
 	case errors.Is(err, ErrUnknownCredential):
 		what = "unknown"
 	case errors.Is(err, ErrClosed):

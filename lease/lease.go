@@ -9,15 +9,6 @@ import (
 // defaultTTL is the TTL asked for when a Policy sets none.
 const defaultTTL = 15 * time.Minute
 
-// Lease states shown by List.
-const (
-	stateActive   = "active"
-	stateRenewing = "renewing"
-	stateRotating = "rotating"
-	stateRetiring = "retiring" // rotated out: still valid for requests in flight until retireAt
-	stateRetrying = "retrying" // a renewal or rotation failed; retrying with backoff
-)
-
 // credEntry is a configured credential with its policy's derived numbers.
 type credEntry struct {
 	Credential
@@ -48,16 +39,16 @@ func lead(renewBefore, term time.Duration) time.Duration {
 }
 
 // scopeKey names the slot a lease lives in: identity is "" unless the
-// credential's policy is PerIdentity.
-type scopeKey struct{ credential, identity string }
+// credential's policy is PerIdentity, task "" unless it is PerTask.
+type scopeKey struct{ credential, identity, task string }
 
-func (k scopeKey) String() string { return k.credential + "\x00" + k.identity }
+func (k scopeKey) String() string { return k.credential + "\x00" + k.identity + "\x00" + k.task }
 
 func (c *credEntry) scopeKey(identity string) scopeKey {
 	if !c.Policy.PerIdentity {
 		identity = ""
 	}
-	return scopeKey{c.Name, identity}
+	return scopeKey{credential: c.Name, identity: identity}
 }
 
 // scope holds the live lease of one slot. It outlives its leases to remember
@@ -75,6 +66,7 @@ type lease struct {
 	id   string
 	cred *credEntry
 	key  scopeKey
+	task *task // the task it belongs to (key.task); nil for other leases
 	meta Grant // SourceLeaseID, TTL and Renewable only; never Value or Data
 
 	// The value is held as bytes so that it can be zeroed when the lease ends.
@@ -98,7 +90,7 @@ type lease struct {
 	renewals int
 	failures int       // failed renewals or rotations in a row
 	retryAt  time.Time // next renewal or rotation attempt after a failure
-	state    string
+	state    string    // see state.go
 	busy     bool      // a renewal or rotation is in flight
 	dropped  bool      // no longer held: no Get may hand it out
 	retireAt time.Time // rotated out: revoke then (zero: not rotated out)
@@ -188,25 +180,15 @@ func (l *lease) idle(now time.Time) bool {
 	return t > 0 && now.Sub(l.lastUsed) >= t
 }
 
-// use stamps a use of l and returns the Ticket for it.
-func (l *lease) use(now time.Time, identity string, u Use) Ticket {
-	if now.After(l.lastUsed) { // now was read before the lock: never move back
-		l.lastUsed = now
-	}
-	l.lastIdentity, l.lastUse = identity, u
-	t := Ticket{LeaseID: l.id, Credential: l.cred.Name, Identity: identity, Value: string(l.value)}
-	t.Data = make(map[string]string, len(l.data))
-	for k, v := range l.data {
-		t.Data[k] = string(v)
-	}
-	return t
-}
-
 func (l *lease) info() Info {
-	return Info{
+	in := Info{
 		ID: l.id, SourceLeaseID: l.meta.SourceLeaseID, Credential: l.cred.Name,
 		Source: l.cred.SourceName, Identity: l.key.identity, AcquiredBy: l.acquiredBy, LastUsedBy: l.lastIdentity,
 		Issued: l.issued.UTC(), Expires: l.expires.UTC(), LastUsed: l.lastUsed.UTC(),
 		Renewals: l.renewals, State: l.state,
 	}
+	if l.task != nil {
+		in.Task = l.task.id
+	}
+	return in
 }

@@ -30,6 +30,7 @@ type Policy struct {
 	IdleTimeout       time.Duration // revoke a lease unused for this long; 0 = never
 	AutoRenew         bool          // renew (or rotate) leases in use; otherwise they just expire
 	PerIdentity       bool          // one lease per caller identity instead of one shared lease
+	PerTask           bool          // one lease per task (task.go); a request needs an open task
 }
 
 // Credential is one configured credential and where it comes from.
@@ -53,21 +54,13 @@ type Options struct {
 	Observer      Observer       // nil = NopObserver
 	Rand          func() float64 // jitter in [0, 1); nil = math/rand/v2
 	SourceTimeout time.Duration  // bound on one source call; 0 = 30s
+	MaxTaskTTL    time.Duration  // cap on a task's TTL; 0 = none (credentials' MaxTTL still cap it)
 }
 
-// Use says why a lease is used; it goes to the audit trail.
-type Use struct{ Rule, Purpose string }
-
-// Ticket is what one request gets: copies of the lease's value and data. It
-// prints and logs with the value redacted. Pass it back to Unauthorized when
-// the upstream rejects it.
-type Ticket struct {
-	LeaseID    string
-	Credential string
-	Identity   string // the identity the ticket was issued to
-	Value      string
-	Data       map[string]string
-}
+// Use says why a lease is used; it goes to the audit trail. Task names the
+// task a request runs in (its X-Credproxy-Task header); only PerTask
+// credentials look at it.
+type Use struct{ Rule, Purpose, Task string }
 
 // Info describes a held lease for the admin view. It has no value.
 type Info struct {
@@ -87,7 +80,8 @@ type Info struct {
 	Expires    time.Time `json:"expires"`
 	LastUsed   time.Time `json:"last_used"`
 	Renewals   int       `json:"renewals"`
-	State      string    `json:"state"` // active, renewing, rotating or retrying
+	State      string    `json:"state"`          // active, renewing, rotating or retrying
+	Task       string    `json:"task,omitempty"` // the task it belongs to (PerTask credentials)
 }
 
 // Manager holds at most one live lease per credential scope. It is safe for
@@ -99,6 +93,7 @@ type Manager struct {
 	obs     Observer
 	rand    func() float64 // called with mu held
 	timeout time.Duration
+	maxTask time.Duration
 	// creds is the configured credentials by name. Get reads it without the
 	// lock; Reconfigure replaces the whole map, holding mu.
 	creds   atomic.Pointer[map[string]*credEntry]
@@ -118,6 +113,7 @@ type Manager struct {
 	scopes map[scopeKey]*scope
 	leases map[string]*lease // by id: every lease still held
 	active map[string]int    // held leases per credential
+	tasks  map[string]*task  // by id: open tasks and those ended within taskMemory
 }
 
 // NewManager starts a manager for creds. It panics on a credential with no
@@ -125,11 +121,11 @@ type Manager struct {
 func NewManager(creds []Credential, opts Options) *Manager {
 	m := &Manager{
 		clock: opts.Clock, audit: opts.Audit, log: opts.Logger, obs: opts.Observer,
-		rand: opts.Rand, timeout: opts.SourceTimeout,
+		rand: opts.Rand, timeout: opts.SourceTimeout, maxTask: opts.MaxTaskTTL,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}),
 		syncReq: make(chan chan struct{}), schedDone: make(chan struct{}),
 		scopes: make(map[scopeKey]*scope), leases: make(map[string]*lease),
-		active: make(map[string]int),
+		active: make(map[string]int), tasks: make(map[string]*task),
 	}
 	m.setDefaults()
 	if err := checkCredentials(creds); err != nil {
@@ -194,6 +190,16 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 			return Ticket{}, &credError{credential: credential, err: ErrUnknownCredential}
 		}
 		key := c.scopeKey(identity)
+		if c.Policy.PerTask {
+			t, err := m.taskFor(identity, u.Task)
+			if err != nil {
+				return Ticket{}, credErr(c, err)
+			}
+			key.task, u.Task = t.id, t.id
+			if t.purpose != "" { // a task's purpose is its leases' (and their failures')
+				u.Purpose = t.purpose
+			}
+		}
 		if t, ok, err := m.cached(c, key, identity, u); ok || err != nil {
 			return t, err
 		}
@@ -306,6 +312,10 @@ func (m *Manager) acquire(c *credEntry, key scopeKey, identity string, u Use) (*
 		m.mu.Unlock()
 		return nil, err
 	}
+	if _, err := m.taskOfLocked(key, now); err != nil {
+		m.mu.Unlock()
+		return nil, credErr(c, err)
+	}
 	m.ops.add()
 	m.mu.Unlock()
 	defer m.ops.done()
@@ -346,7 +356,7 @@ func (m *Manager) acquireFailedLocked(c *credEntry, key scopeKey, identity strin
 	}
 	m.emit(auditEvent{
 		Time: now.UTC(), Event: eventFailed, Credential: c.Name, Source: c.SourceName,
-		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule,
+		Identity: identity, TTL: c.asked.Seconds(), Purpose: u.Purpose, Rule: u.Rule, Task: u.Task,
 		Error: "acquire: " + err.Error(),
 	})
 }
@@ -391,6 +401,8 @@ func (m *Manager) Revoke(ctx context.Context, id string, reason string) error {
 	m.dropLocked(l)
 	g := l.grant()
 	m.mu.Unlock()
+	ctx, cancel := m.revokeContext(ctx)
+	defer cancel()
 	if err := m.revokeAt(ctx, l, g, reason); err != nil {
 		return fmt.Errorf("lease %s: revoke at source %q: %w", id, l.cred.SourceName, err)
 	}

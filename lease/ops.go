@@ -100,6 +100,11 @@ func result(err error) string {
 // current one if the scope is empty or still holds old. Otherwise (closed,
 // or another lease got there first) the new lease is revoked unused.
 func (m *Manager) installLocked(l, old *lease) (bool, error) {
+	t, taskErr := m.taskOfLocked(l.key, m.clock.Now())
+	l.task = t
+	if t == nil && l.key.task != "" {
+		l.task = &task{id: l.key.task, state: TaskEnded} // forgotten: still audit its id
+	}
 	m.leases[l.id] = l
 	m.active[l.cred.Name]++
 	m.obs.LeasesActive(l.cred.Name, m.active[l.cred.Name])
@@ -114,6 +119,9 @@ func (m *Manager) installLocked(l, old *lease) (bool, error) {
 		// the source call was in flight: never hand it out.
 		m.retireLocked(l, reasonConfigChanged)
 		return false, nil
+	case taskErr != nil: // the task ended while the source was asked
+		m.retireLocked(l, reasonTaskEnd)
+		return false, credErr(l.cred, taskErr)
 	case s.cur == nil || s.cur == old:
 		s.cur = l
 		m.poke()

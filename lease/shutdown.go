@@ -45,8 +45,8 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// revokeAll revokes held, already dropped, at their sources in parallel,
-// bounded by ctx, auditing reason.
+// revokeAll revokes held at their sources in parallel, bounded by ctx, and
+// audits each with reason.
 func (m *Manager) revokeAll(ctx context.Context, held []*lease, grants []Grant, reason string) error {
 	type outcome struct {
 		id  string

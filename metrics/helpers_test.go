@@ -16,14 +16,16 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// serveAdmin runs the admin handler on a real 127.0.0.1 listener.
-func serveAdmin(t *testing.T, o AdminOptions) *httptest.Server {
+// serveMetrics serves m.Handler at /metrics on a real 127.0.0.1 listener.
+func serveMetrics(t *testing.T, m *Metrics) *httptest.Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
-	srv := httptest.NewUnstartedServer(NewAdminHandler(o))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	srv := httptest.NewUnstartedServer(mux)
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()
@@ -44,36 +46,6 @@ func get(t *testing.T, url string) (int, string, string) {
 		t.Fatalf("GET %s: read body: %v", url, err)
 	}
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
-}
-
-// do sends method url with the Authorization header auth ("" for none) and
-// returns status, headers and body.
-func do(t *testing.T, method, url, auth string) (int, http.Header, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return resp.StatusCode, resp.Header, string(body)
-}
-
-// getAuth is get with an Authorization header.
-func getAuth(t *testing.T, url, auth string) (int, string, string) {
-	t.Helper()
-	status, hdr, body := do(t, http.MethodGet, url, auth)
-	return status, hdr.Get("Content-Type"), body
 }
 
 // scrape fetches /metrics and parses the text exposition.

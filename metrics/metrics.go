@@ -1,5 +1,5 @@
-// Package metrics owns credproxy's Prometheus registry and collectors and the
-// admin HTTP server (/metrics, /healthz, /readyz, /ca.pem). Labels carry only
+// Package metrics owns credproxy's Prometheus registry and collectors, and
+// the /metrics handler that exposes them (internal/admin serves it). Labels carry only
 // rule, credential and source names and fixed enums: never a credential value
 // and never a host sent by the agent, so a scrape cannot leak a secret and an
 // agent cannot grow the series count. It does not decide or forward anything.
@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"maps"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,11 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/credproxy/credproxy/lease"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-var _ lease.Observer = (*Metrics)(nil)
 
 // Outcomes, the outcome label of credproxy_requests_total. Request counts any
 // other value as "other", so a caller's typo cannot mint new series.
@@ -134,6 +132,16 @@ func New() *Metrics {
 	empty := map[string]*ruleSeries{}
 	m.rules.Store(&empty)
 	return m
+}
+
+// Handler serves the registry in the Prometheus exposition format (the
+// admin server's /metrics). A nil *Metrics serves a fresh registry, with
+// only the runtime and process collectors moving.
+func (m *Metrics) Handler() http.Handler {
+	if m == nil {
+		m = New()
+	}
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
 // Registry returns the registry every collector is registered in, for

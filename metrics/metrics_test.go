@@ -14,7 +14,7 @@ import (
 
 func TestHooksMoveExactlyTheirSeries(t *testing.T) {
 	m := New()
-	srv := serveAdmin(t, AdminOptions{Metrics: m})
+	srv := serveMetrics(t, m)
 	// Before any hook runs only the pre-built enum children and the
 	// label-less gauges exist, all at zero.
 	diffSeries(t, series(scrape(t, srv)), map[string]float64{
@@ -84,7 +84,7 @@ func TestHooksMoveExactlyTheirSeries(t *testing.T) {
 func TestUpstreamBucketsSpanHalfMillisecondToThirtySeconds(t *testing.T) {
 	m := New()
 	m.UpstreamDuration("r", time.Millisecond)
-	fams := scrape(t, serveAdmin(t, AdminOptions{Metrics: m}))
+	fams := scrape(t, serveMetrics(t, m))
 	f := fams["credproxy_upstream_request_duration_seconds"]
 	if f == nil || len(f.GetMetric()) != 1 {
 		t.Fatalf("want one upstream histogram series, got %v", f)
@@ -101,7 +101,7 @@ func TestUpstreamBucketsSpanHalfMillisecondToThirtySeconds(t *testing.T) {
 }
 
 func TestGoAndProcessCollectorsRegistered(t *testing.T) {
-	fams := scrape(t, serveAdmin(t, AdminOptions{Metrics: New()}))
+	fams := scrape(t, serveMetrics(t, New()))
 	want := []string{"go_goroutines", "go_memstats_alloc_bytes"}
 	if runtime.GOOS == "linux" {
 		want = append(want, "process_start_time_seconds", "process_open_fds")
@@ -210,7 +210,7 @@ func TestConcurrentHooks(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got := series(scrape(t, serveAdmin(t, AdminOptions{Metrics: m})))
+	got := series(scrape(t, serveMetrics(t, m)))
 	total := 0.0
 	for _, r := range []string{"a", "b", "c", "none"} {
 		n := got[`credproxy_requests_total{outcome="injected",rule="`+r+`",status_class="2xx"}`]

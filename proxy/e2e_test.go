@@ -56,11 +56,17 @@ rules:
 // plain one for localhost (a loopback rule that opts into plaintext), plus the proxy routed to them.
 func newEnv(t *testing.T, extra string, h http.HandlerFunc) (*env, *pki, *upstream, *upstream) {
 	t.Helper()
+	return newEnvWith(t, baseConfig+extra, h)
+}
+
+// newEnvWith is newEnv with a whole config instead of baseConfig+extra.
+func newEnvWith(t *testing.T, cfg string, h http.HandlerFunc) (*env, *pki, *upstream, *upstream) {
+	t.Helper()
 	t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
 	p := newPKI(t, t.TempDir())
 	up := startUpstream(t, p, true, h)
 	plain := startUpstream(t, p, false, h)
-	e := startProxy(t, p, baseConfig+extra, map[string]string{
+	e := startProxy(t, p, cfg, map[string]string{
 		"api.example.test:443":   addrOf(up.Server),
 		"echo.example.test:443":  addrOf(up.Server),
 		"other.example.test:443": addrOf(up.Server),

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 
+	rfc9457 "github.com/credproxy/credproxy/internal/problem"
+	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/rules"
 )
 
@@ -39,17 +40,13 @@ func (r *refusal) Error() string { return r.reason }
 // Agents and SDKs switch on the type, so a type is never renamed or reused
 // for another meaning.
 type problem struct {
-	slug    string // the type URI is problemTypePrefix + slug
+	slug    string // the type URI is rfc9457.TypePrefix + slug
 	title   string
 	status  int
 	outcome string
 }
 
-// problemTypePrefix is a URN, not an https:// URL: the type names the
-// problem, and nobody should expect to dereference it.
-const problemTypePrefix = "urn:credproxy:problem:"
-
-func (k *problem) typeURI() string { return problemTypePrefix + k.slug }
+func (k *problem) typeURI() string { return rfc9457.TypePrefix + k.slug }
 
 // The problem kinds. The outcome label of each refusal is decided here and
 // nowhere else: a policy refusal is "denied", anything credproxy could not
@@ -68,6 +65,8 @@ var (
 	probOwnAddress        = &problem{"own-address", "Destination is credproxy itself", http.StatusForbidden, outcomeDenied}
 	probUnsignable        = &problem{"unsignable-request", "Request cannot be signed as sent", http.StatusBadRequest, outcomeDenied}
 	probBodyTooLarge      = &problem{"body-too-large", "Request body too large to sign", http.StatusRequestEntityTooLarge, outcomeDenied}
+	probTaskRequired      = &problem{"task-required", "Credential needs a task", http.StatusForbidden, outcomeDenied}
+	probTaskNotOpen       = &problem{"task-not-open", "Task unknown or ended", http.StatusForbidden, outcomeDenied}
 	probCredUnavailable   = &problem{"credential-unavailable", "Credential unavailable", http.StatusBadGateway, outcomeError}
 	probInjectionFailed   = &problem{"injection-failed", "Credential could not be injected", http.StatusBadGateway, outcomeError}
 	probUpstreamDown      = &problem{"upstream-unreachable", "Upstream unreachable", http.StatusBadGateway, outcomeError}
@@ -88,7 +87,7 @@ const statusClientClosed = 499
 var problems = []*problem{
 	probBadRequest, probNotAProxyRequest, probSchemeNotProxied, probProxyAuthRequired, probMisdirected,
 	probUnmatchedDenied, probIdentityDenied, probCleartextRefused, probAmbiguousPath, probMethodRefused, probOwnAddress,
-	probUnsignable, probBodyTooLarge,
+	probUnsignable, probBodyTooLarge, probTaskRequired, probTaskNotOpen,
 	probCredUnavailable, probInjectionFailed, probUpstreamDown, probUpstreamTimeout, probUpstreamError, probUnscannable,
 	probTooManyRequests, probTooManyConns, probInternal, probClientClosed,
 }
@@ -171,6 +170,30 @@ func bodyTooLarge(rule string, limit int) *refusal {
 			"this body is larger. A service that accepts UNSIGNED-PAYLOAD (S3) can use payload: unsigned", rule, limit))
 }
 
+// taskRequired: a `scope: task` credential requested outside any task (or
+// with several open and none named); public is lease.PublicMessage's text.
+func taskRequired(rule, credential, public string) *refusal {
+	return refuseAs(probTaskRequired, rule, credential, public)
+}
+
+// taskNotOpen: the request named a task that is unknown, ended, expired or
+// another identity's.
+func taskNotOpen(rule, credential, public string) *refusal {
+	return refuseAs(probTaskNotOpen, rule, credential, public)
+}
+
+// taskRefusal is the refusal for a lease error about tasks; nil for any
+// other error.
+func taskRefusal(rule *rules.Rule, err error) *refusal {
+	switch {
+	case errors.Is(err, lease.ErrNoTask):
+		return taskRequired(rule.Name, rule.Credential, lease.PublicMessage(err))
+	case errors.Is(err, lease.ErrUnknownTask), errors.Is(err, lease.ErrTaskEnded):
+		return taskNotOpen(rule.Name, rule.Credential, lease.PublicMessage(err))
+	}
+	return nil
+}
+
 // credentialUnavailable: the lease manager could not supply the credential;
 // public is lease.PublicMessage's fixed text, never the store's own.
 func credentialUnavailable(rule, credential, public string) *refusal {
@@ -221,34 +244,14 @@ func clientClosed(rule string) *refusal {
 	return refuseAs(probClientClosed, rule, "", "the agent went away")
 }
 
-// problemBody is the RFC 9457 problem details object every refusal carries,
-// as application/problem+json. rule and credential are extension members;
-// error repeats detail for clients written against the older {"error": …}
-// body.
-type problemBody struct {
-	Type       string `json:"type"`
-	Title      string `json:"title"`
-	Status     int    `json:"status"`
-	Detail     string `json:"detail"`
-	Rule       string `json:"rule,omitempty"`
-	Credential string `json:"credential,omitempty"`
-	Error      string `json:"error"`
-}
-
-// problemContentType is RFC 9457's media type for problemBody.
-const problemContentType = "application/problem+json"
-
-// errorResponse builds a complete problem+json response for req.
+// errorResponse builds a complete problem+json response for req (the body
+// is internal/problem's, shared with the admin server).
 func errorResponse(req *http.Request, r *refusal) *http.Response {
-	body, _ := json.Marshal(problemBody{
-		Type: r.kind.typeURI(), Title: r.kind.title, Status: r.status, Detail: r.reason,
-		Rule: r.rule, Credential: r.credential, Error: r.reason,
-	})
-	body = append(body, '\n')
-	h := make(http.Header, 4)
-	h.Set("Content-Type", problemContentType)
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
+	d := rfc9457.New(r.kind.slug, r.kind.title, r.status, r.reason)
+	d.Rule, d.Credential = r.rule, r.credential
+	body := d.JSON()
+	h := make(http.Header, 6)
+	rfc9457.Header(h, len(body))
 	h.Set("X-Credproxy-Error", "1")
 	if r.status == http.StatusProxyAuthRequired {
 		h.Set("Proxy-Authenticate", `Basic realm="credproxy"`)

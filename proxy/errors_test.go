@@ -31,6 +31,8 @@ func everyRefusal() map[*problem]*refusal {
 		probOwnAddress:        ownAddress("api", d),
 		probUnsignable:        unsignable("aws", "aws-chunked streaming uploads are not re-signed"),
 		probBodyTooLarge:      bodyTooLarge("aws", 10<<20),
+		probTaskRequired:      taskRequired("db", "reports", `credential "reports": needs a task and identity "agent-a" has none open`),
+		probTaskNotOpen:       taskNotOpen("db", "reports", `credential "reports": task "tsk_1" has ended`),
 		probCredUnavailable:   credentialUnavailable("api", "key", `credential "key": store vault unavailable (HTTP 5xx)`),
 		probInjectionFailed:   injectionFailed("api", "key"),
 		probUpstreamDown:      upstreamUnreachable("api", d, "dial: connection refused"),

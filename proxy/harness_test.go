@@ -146,6 +146,7 @@ func startProxyWith(t testing.TB, p *pki, cfgYAML string, routes map[string]stri
 		creds = append(creds, lease.Credential{Name: name, SourceName: c.Source, Source: src, Policy: lease.Policy{
 			TTL: c.Policy.DefaultTTL, MaxTTL: c.Policy.MaxTTL, RenewBeforeExpiry: c.Policy.RenewBeforeExpiry,
 			IdleTimeout: c.Policy.IdleTimeout, AutoRenew: c.Policy.AutoRenew, PerIdentity: c.Scope == rules.ScopeIdentity,
+			PerTask: c.Scope == rules.ScopeTask,
 		}})
 	}
 	log := slog.New(slog.NewTextHandler(testutil.LogWriter{T: t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

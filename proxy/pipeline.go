@@ -31,6 +31,15 @@ const (
 // audit trail and is stripped before the request leaves.
 const PurposeHeader = "X-Credproxy-Purpose"
 
+// TaskHeader names the task (begun through the control API) a request runs
+// in, for `scope: task` credentials. Like PurposeHeader it is stripped before
+// the request leaves, whatever rule (or none) it meets.
+const TaskHeader = "X-Credproxy-Task"
+
+// maxTaskIDBytes bounds the task id read from TaskHeader: ids are short,
+// and the text goes into refusals and logs.
+const maxTaskIDBytes = 64
+
 // route is where one request goes: the destination credproxy dials (the
 // CONNECT authority or the absolute URL's host, never a Host header), the
 // scheme it leaves with, and who asked. It is fixed before any request in a
@@ -123,36 +132,21 @@ func (p *Proxy) exchange(req *http.Request) (*http.Response, error) {
 func (p *Proxy) decide(cfg *rules.Config, req *http.Request, rt *route) (decision, *refusal) {
 	purpose := cleanPurpose(req.Header.Get(PurposeHeader), p.limits.MaxPurposeBytes)
 	req.Header.Del(PurposeHeader)
-	if req.Method == http.MethodConnect || req.Method == http.MethodTrace {
-		// A CONNECT inside a tunnel would open a second tunnel from
-		// credproxy's address; TRACE echoes the request, credential included.
-		return decision{}, methodRefused(req.Method)
-	}
-	rule, err := cfg.Match(rt.dest, req.Method, req.URL.EscapedPath(), rt.identity)
-	if errors.Is(err, rules.ErrAmbiguousPath) {
-		// An upstream may decode %2F or resolve .. after we matched: what it
-		// routes on must be what we matched.
-		return decision{}, ambiguousPath(rt.dest)
-	}
-	if errors.Is(err, rules.ErrIdentity) {
-		// Never pass it on uncredentialed as if no rule named it: the caller
-		// would take the upstream's 401 for a bad key, not a missing grant.
-		return decision{}, identityDenied(rule.Name, rt.identity)
-	}
-	if rule == nil {
-		if cfg.Unmatched == rules.UnmatchedDeny {
-			return decision{}, unmatchedDenied(req.Method + " " + rt.dest.String() + req.URL.EscapedPath())
-		}
-		return decision{}, nil
-	}
-	if rt.scheme != "https" && !rule.AllowPlaintext {
-		return decision{}, cleartextRefused(rule.Name)
+	taskID := cleanPurpose(req.Header.Get(TaskHeader), maxTaskIDBytes)
+	req.Header.Del(TaskHeader)
+	rule, ref := decideRule(cfg, rt, req.Method, req.URL.EscapedPath())
+	if ref != nil || rule == nil {
+		return decision{}, ref
 	}
 	if purpose == "" {
 		purpose = rule.Purpose
 	}
-	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose}}
+	d := decision{rule: rule, use: lease.Use{Rule: rule.Name, Purpose: purpose, Task: taskID}}
+	var err error
 	if d.ticket, err = p.creds.Get(req.Context(), rule.Credential, rt.identity, d.use); err != nil {
+		if ref := taskRefusal(rule, err); ref != nil {
+			return decision{}, ref
+		}
 		p.log.Warn("credential unavailable", "rule", rule.Name, "credential", rule.Credential, "err", p.echo.scrub(rt.dest, err.Error()))
 		return decision{}, credentialUnavailable(rule.Name, rule.Credential, lease.PublicMessage(err))
 	}
@@ -161,6 +155,38 @@ func (p *Proxy) decide(cfg *rules.Config, req *http.Request, rt *route) (decisio
 	}
 	p.echo.remember(rt.dest, injectedValues(req, rule, d.ticket)...)
 	return d, nil
+}
+
+// decideRule is what the rules alone say about a request at rt: the rule
+// whose credential it gets, nil to pass it on untouched, or a refusal. It
+// reads no credential, so Explain shares it with decide.
+func decideRule(cfg *rules.Config, rt *route, method, rawPath string) (*rules.Rule, *refusal) {
+	if method == http.MethodConnect || method == http.MethodTrace {
+		// A CONNECT inside a tunnel would open a second tunnel from
+		// credproxy's address; TRACE echoes the request, credential included.
+		return nil, methodRefused(method)
+	}
+	rule, err := cfg.Match(rt.dest, method, rawPath, rt.identity)
+	if errors.Is(err, rules.ErrAmbiguousPath) {
+		// An upstream may decode %2F or resolve .. after we matched: what it
+		// routes on must be what we matched.
+		return nil, ambiguousPath(rt.dest)
+	}
+	if errors.Is(err, rules.ErrIdentity) {
+		// Never pass it on uncredentialed as if no rule named it: the caller
+		// would take the upstream's 401 for a bad key, not a missing grant.
+		return nil, identityDenied(rule.Name, rt.identity)
+	}
+	if rule == nil {
+		if cfg.Unmatched == rules.UnmatchedDeny {
+			return nil, unmatchedDenied(method + " " + rt.dest.String() + rawPath)
+		}
+		return nil, nil
+	}
+	if rt.scheme != "https" && !rule.AllowPlaintext {
+		return nil, cleartextRefused(rule.Name)
+	}
+	return rule, nil
 }
 
 // send does the upstream round trip and masks what comes back.

@@ -123,7 +123,7 @@ type Credential struct {
 	File   string // source file: the path
 	Path   string // store sources: the secret path
 	Field  string // store sources: the field that is .Value (default the only field)
-	Scope  string // "shared" (default: one lease for the proxy) or "identity"
+	Scope  string // "shared" (default: one lease for the proxy), "identity" or "task"
 	Policy Policy // effective policy: `leases:` overridden by this credential's keys
 	Line   int
 }
@@ -166,4 +166,7 @@ type Inject struct {
 const (
 	ScopeShared   = "shared"
 	ScopeIdentity = "identity"
+	// ScopeTask: one lease per task (begun and ended through the control
+	// API); a request for the credential must run in an open task.
+	ScopeTask = "task"
 )

@@ -217,7 +217,7 @@ func TestLoadErrors(t *testing.T) {
 			"7: credentials.a.env: required for source env",
 			"8: credentials.b.file: required for source file",
 			"8: credentials.b.env: only applies to source env",
-			`9: credentials.c.scope: must be shared or identity, not "global"`,
+			`9: credentials.c.scope: must be shared, identity or task, not "global"`,
 			"11: rules[0].name: required",
 			"11: rules[0].hosts: required: at least one host",
 			`13: rules[0].inject.header: bad header name "Bad Header"`,

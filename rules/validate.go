@@ -201,8 +201,8 @@ func (l *loader) checkCredential(c *Config, cr *Credential) {
 			only("file", cr.File, "source file")
 		}
 	}
-	if cr.Scope != ScopeShared && cr.Scope != ScopeIdentity {
-		l.errf(join(field, "scope"), "must be shared or identity, not %q", cr.Scope)
+	if cr.Scope != ScopeShared && cr.Scope != ScopeIdentity && cr.Scope != ScopeTask {
+		l.errf(join(field, "scope"), "must be shared, identity or task, not %q", cr.Scope)
 	}
 	l.checkPolicy(cr.Policy, field, "ttl")
 }

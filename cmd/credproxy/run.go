@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/credproxy/credproxy/internal/admin"
+	"github.com/credproxy/credproxy/internal/control"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/metrics"
 	"github.com/credproxy/credproxy/proxy"
@@ -21,6 +23,9 @@ import (
 // shutdownBudget bounds each shutdown phase: draining requests, then
 // revoking every lease.
 const shutdownBudget = 10 * time.Second
+
+// metrics observes the lease manager without importing it.
+var _ lease.Observer = (*metrics.Metrics)(nil)
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("run", stderr)
@@ -87,7 +92,7 @@ type serveOptions struct {
 // in-flight requests and revokes every held lease, each phase bounded.
 func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	log := o.Log
-	adminToken, err := cfg.AdminToken() // "" without admin.tokenFile: the lease routes answer 403
+	adminToken, err := cfg.AdminToken() // "" without admin.tokenFile: the control routes answer 403
 	if err != nil {
 		return fmt.Errorf("admin.tokenFile: %w", err)
 	}
@@ -109,7 +114,8 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		return err
 	}
 	defer rl.closeSources()
-	mgr := lease.NewManager(rl.credentials(), lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m})
+	mgr := lease.NewManager(rl.credentials(), lease.Options{Clock: o.Clock, Audit: lease.NewAuditor(auditW), Logger: log, Observer: m,
+		MaxTaskTTL: cfg.Leases.MaxTTL})
 	proxyLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen %s: %w", cfg.Listen, err), mgr.Shutdown(context.Background()))
@@ -136,7 +142,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 
 	var ready atomic.Bool
-	admin := metrics.NewAdminHandler(metrics.AdminOptions{
+	adminHandler := admin.New(admin.Options{
 		Token:   adminToken,
 		Metrics: m,
 		Ready: func() error {
@@ -147,10 +153,14 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		},
 		CAPEM: ca.PEM,
 		Pprof: o.Pprof,
-		Extra: map[string]http.Handler{"/leases": lease.AdminHandler(mgr), "/leases/": lease.AdminHandler(mgr)},
+		Control: control.New(control.Options{
+			Leases: mgr,
+			Config: p.Config, // the config in force: a reload swaps it
+			Reload: func() error { return rl.Reload(context.Background()) },
+		}),
 	})
 	proxySrv := p.Server(log)
-	adminSrv := &http.Server{Handler: admin, ReadHeaderTimeout: 10 * time.Second}
+	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	go func() { errc <- adminSrv.Serve(adminLn) }()

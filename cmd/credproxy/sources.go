@@ -81,6 +81,7 @@ func leasePolicy(c *rules.Credential) lease.Policy {
 		IdleTimeout:       c.Policy.IdleTimeout,
 		AutoRenew:         c.Policy.AutoRenew,
 		PerIdentity:       c.Scope == rules.ScopeIdentity,
+		PerTask:           c.Scope == rules.ScopeTask,
 	}
 }
 

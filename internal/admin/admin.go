@@ -1,4 +1,9 @@
-package metrics
+// Package admin is credproxy's one admin HTTP server: routing, the bearer
+// token check, JSON answers and RFC 9457 problem errors. The read-only routes
+// (/metrics, /healthz, /readyz, /ca.pem) are open; every other route (the
+// control API of internal/control, pprof) needs the admin token. It holds no
+// logic of its own beyond HTTP: the control API does the work.
+package admin
 
 import (
 	"crypto/sha256"
@@ -9,12 +14,13 @@ import (
 	"net/http/pprof"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/credproxy/credproxy/internal/control"
+	"github.com/credproxy/credproxy/metrics"
 )
 
-// AdminOptions configures NewAdminHandler.
-type AdminOptions struct {
-	Metrics *Metrics // served at /metrics; nil serves an empty registry
+// Options configures New.
+type Options struct {
+	Metrics *metrics.Metrics // served at /metrics; nil serves an empty registry
 	// Ready reports readiness for /readyz: nil error is ready (200), any
 	// other answers 503 with the error text. A nil Ready is always ready.
 	Ready func() error
@@ -25,10 +31,9 @@ type AdminOptions struct {
 	// profile shows memory and arguments, and the admin port may be reachable
 	// by the agent.
 	Pprof bool
-	// Extra routes are mounted as given (http.ServeMux patterns), behind the
-	// Token check. A pattern that conflicts with a built-in route panics, as
-	// ServeMux.Handle does.
-	Extra map[string]http.Handler
+	// Control serves the control API routes (/tasks, /leases, /credentials,
+	// /explain, /-/reload); nil leaves them out (404).
+	Control *control.Control
 	// Token guards every route but the open read-only ones (/metrics,
 	// /healthz, /readyz, /ca.pem): a request must carry "Authorization:
 	// Bearer <Token>". Empty means those routes answer 403: the agent may
@@ -36,37 +41,62 @@ type AdminOptions struct {
 	Token string
 }
 
-// NewAdminHandler returns the admin HTTP handler: /metrics, /healthz,
-// /readyz, /ca.pem, optionally /debug/pprof/, and o.Extra. Any other path
-// answers 404 with a JSON body. Every route but the four open ones requires
-// o.Token (see AdminOptions.Token).
-func NewAdminHandler(o AdminOptions) http.Handler {
-	mux := http.NewServeMux()
-	m := o.Metrics
-	if m == nil {
-		m = New()
-	}
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+// New returns the admin HTTP handler. Any path it does not know answers 404,
+// and a known path with another method 405, both as problem details.
+func New(o Options) http.Handler {
+	r := &router{mux: http.NewServeMux(), guard: bearer(o.Token)}
+	r.open("GET /metrics", o.Metrics.Handler())
+	r.open("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("/readyz", readyHandler(o.Ready))
-	mux.HandleFunc("/ca.pem", caHandler(o.CAPEM))
-	guard := bearer(o.Token)
+	}))
+	r.open("GET /readyz", readyHandler(o.Ready))
+	r.open("GET /ca.pem", caHandler(o.CAPEM))
 	if o.Pprof {
-		mux.Handle("/debug/pprof/", guard(http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/cmdline", guard(http.HandlerFunc(pprof.Cmdline)))
-		mux.Handle("/debug/pprof/profile", guard(http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/symbol", guard(http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("/debug/pprof/trace", guard(http.HandlerFunc(pprof.Trace)))
+		r.mux.Handle("/debug/pprof/", r.guard(http.HandlerFunc(pprof.Index)))
+		r.mux.Handle("/debug/pprof/cmdline", r.guard(http.HandlerFunc(pprof.Cmdline)))
+		r.mux.Handle("/debug/pprof/profile", r.guard(http.HandlerFunc(pprof.Profile)))
+		r.mux.Handle("/debug/pprof/symbol", r.guard(http.HandlerFunc(pprof.Symbol)))
+		r.mux.Handle("/debug/pprof/trace", r.guard(http.HandlerFunc(pprof.Trace)))
 	}
-	for pattern, h := range o.Extra {
-		mux.Handle(pattern, guard(h))
+	if o.Control != nil {
+		controlRoutes(r, o.Control)
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found"})
+	r.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, probNotFound, "not found")
 	})
-	return mux
+	return r.mux
+}
+
+// router registers "METHOD /path" routes and answers 405 (with Allow) to
+// the other methods on the same path.
+type router struct {
+	mux     *http.ServeMux
+	guard   func(http.Handler) http.Handler
+	allowed map[string][]string // path pattern → methods
+}
+
+// open registers a route that needs no token.
+func (r *router) open(pattern string, h http.Handler) { r.handle(pattern, h) }
+
+// authed registers a route behind the token check.
+func (r *router) authed(pattern string, h http.HandlerFunc) { r.handle(pattern, r.guard(h)) }
+
+func (r *router) handle(pattern string, h http.Handler) {
+	method, path, _ := strings.Cut(pattern, " ")
+	r.mux.Handle(pattern, h)
+	if r.allowed == nil {
+		r.allowed = map[string][]string{}
+	}
+	if _, seen := r.allowed[path]; !seen {
+		r.mux.HandleFunc(path, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Allow", strings.Join(r.allowed[path], ", "))
+			writeProblem(w, probMethodNotAllowed, "allowed: "+strings.Join(r.allowed[path], ", "))
+		})
+	}
+	r.allowed[path] = append(r.allowed[path], method)
+	if method == http.MethodGet {
+		r.allowed[path] = append(r.allowed[path], http.MethodHead)
+	}
 }
 
 // bearer returns the one auth check of the admin server. A prompt-injected
@@ -78,16 +108,14 @@ func bearer(token string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if token == "" {
-				writeJSON(w, http.StatusForbidden, map[string]string{
-					"error": "admin API disabled: admin.tokenFile is not configured"})
+				writeProblem(w, probAdminDisabled, "admin API disabled: admin.tokenFile is not configured")
 				return
 			}
-			auth := r.Header.Get("Authorization")
-			scheme, got, ok := strings.Cut(auth, " ")
+			scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 			sum := sha256.Sum256([]byte(got))
 			if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="credproxy admin"`)
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong admin token"})
+				writeProblem(w, probUnauthorized, "missing or wrong admin token")
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -116,7 +144,7 @@ func caHandler(caPEM func() []byte) http.HandlerFunc {
 			certs = certificatesOnly(caPEM())
 		}
 		if len(certs) == 0 {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "no CA certificate"})
+			writeProblem(w, probNotFound, "no CA certificate")
 			return
 		}
 		w.Header().Set("Content-Type", "application/x-pem-file")
