@@ -162,3 +162,42 @@ func TestWatchConfigSeesAConfigMapSwap(t *testing.T) {
 		t.Errorf("reloads ok = %q, want 1:\n%s", got, logs.String())
 	}
 }
+
+// POST /-/reload on the admin listener reloads the config: only with the
+// admin token; a broken file is refused whole (422, its file and line in the
+// problem's detail) and the config in force stays.
+func TestAdminReloadRoute(t *testing.T) {
+	e := newReloadEnv(t)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{A}}", "key"))
+	s, _, logs := e.start(t)
+	c := e.client(t, s.proxy)
+	e.write(t, keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	for _, tok := range []string{"", "not-" + adminToken} {
+		if code, body := s.adminRequest(t, "POST", "/-/reload", tok); code != http.StatusUnauthorized {
+			t.Errorf("reload with token %q: %d %s, want 401", tok, code, body)
+		}
+	}
+	if code, body := get(t, c, e.b.URL+"/x"); code != http.StatusUnauthorized {
+		t.Fatalf("b before an authorized reload: %d %q, want 401 (no rule yet)", code, body)
+	}
+	if code, body := s.adminRequest(t, "POST", "/-/reload", adminToken); code != http.StatusOK {
+		t.Fatalf("reload: %d %s, want 200", code, body)
+	}
+	c.CloseIdleConnections() // a tunnel from before keeps what its CONNECT decided
+	if code, body := get(t, c, e.b.URL+"/x"); code != 200 || body != "ok b" {
+		t.Errorf("b after the reload: %d %q, want the credential injected", code, body)
+	}
+
+	e.write(t, "leases: {idleTimeout: soon}\n"+keyOnly+"rules:\n"+ruleFor("up", "{{B}}", "key"))
+	code, body := s.adminRequest(t, "POST", "/-/reload", adminToken)
+	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "rules.yaml:6") || !strings.Contains(body, "idleTimeout") {
+		t.Errorf("broken reload: %d %s, want 422 naming rules.yaml:6 (the first line after the head) and idleTimeout", code, body)
+	}
+	c.CloseIdleConnections()
+	if code, body := get(t, c, e.b.URL+"/x"); code != 200 || body != "ok b" {
+		t.Errorf("b after a refused reload: %d %q, want the config in force to stay", code, body)
+	}
+	if strings.Contains(body+logs.String(), testKey) {
+		t.Error("a reload answer or log carries the key")
+	}
+}
