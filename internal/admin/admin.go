@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/credproxy/credproxy/internal/control"
-	"github.com/credproxy/credproxy/internal/mcpserver"
 	"github.com/credproxy/credproxy/metrics"
 )
 
@@ -64,9 +63,7 @@ func New(o Options) http.Handler {
 	}
 	if o.Control != nil {
 		controlRoutes(r, o.Control)
-		// The same control API as MCP tools, behind the same token; every
-		// method (POST, GET, DELETE) goes to the SDK's handler.
-		r.mux.Handle("/mcp", r.guard(mcpserver.Handler(mcpserver.New(mcpserver.Local(o.Control), mcpserver.Options{Version: o.Version}))))
+		mcpRoute(r, o.Control, o.Version)
 	}
 	r.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeProblem(w, probNotFound, "not found")
