@@ -45,8 +45,11 @@ func cmdMCP(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	s := mcpserver.New(cl, mcpserver.Options{Version: version})
-	// stdin and stdout carry JSON-RPC; a frame is bounded like an HTTP body.
-	err = s.Run(ctx, &mcp.StdioTransport{MaxLineLength: mcpserver.MaxRequestBytes})
+	// stdin and stdout carry JSON-RPC. A frame is bounded by the SDK's
+	// default (16 MiB; past it the stream cannot be resynchronised and the
+	// server stops); the admin API bounds each call's body to 1 MiB, and a
+	// call over that is a tool error, not the end of the session.
+	err = s.Run(ctx, &mcp.StdioTransport{})
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, io.EOF) {
 		fmt.Fprintf(stderr, "credproxy mcp: %v\n", err)
 		return 1
