@@ -142,9 +142,14 @@ type (
 	}
 )
 
-// maxIDBytes bounds a task id argument: ids are short, and one goes into
-// the error text.
-const maxIDBytes = 64
+// Bounds on arguments that an error would echo: a caller's huge string
+// must not come back whole (the body bound, 1 MiB, holds the rest).
+const (
+	maxIDBytes          = 64 // a task id (ids are short)
+	maxURLBytes         = 8 << 10
+	maxCredentials      = 64
+	maxCredentialLength = 128
+)
 
 func (t tools) listCredentials(ctx context.Context, _ *mcp.CallToolRequest, _ noInput) (*mcp.CallToolResult, credentialsOutput, error) {
 	cs, err := t.b.ListCredentials(ctx)
@@ -155,6 +160,14 @@ func (t tools) listCredentials(ctx context.Context, _ *mcp.CallToolRequest, _ no
 }
 
 func (t tools) beginTask(ctx context.Context, _ *mcp.CallToolRequest, in beginTaskInput) (*mcp.CallToolResult, lease.TaskInfo, error) {
+	if len(in.Credentials) > maxCredentials {
+		return nil, lease.TaskInfo{}, fmt.Errorf("credentials: %d named, at most %d", len(in.Credentials), maxCredentials)
+	}
+	for _, name := range in.Credentials {
+		if len(name) > maxCredentialLength {
+			return nil, lease.TaskInfo{}, fmt.Errorf("credentials: %q is not a credential name (list_credentials shows them)", clip(name))
+		}
+	}
 	r := control.TaskRequest{Purpose: in.Purpose, Identity: in.Identity, Credentials: in.Credentials}
 	if in.TTL != "" {
 		d, err := time.ParseDuration(in.TTL)
@@ -200,6 +213,9 @@ func (t tools) listLeases(ctx context.Context, _ *mcp.CallToolRequest, _ noInput
 }
 
 func (t tools) explain(ctx context.Context, _ *mcp.CallToolRequest, in explainInput) (*mcp.CallToolResult, proxy.Explanation, error) {
+	if len(in.URL) > maxURLBytes {
+		return nil, proxy.Explanation{}, fmt.Errorf("url %q: longer than %d bytes", clip(in.URL), maxURLBytes)
+	}
 	e, err := t.b.Explain(ctx, in.Method, in.URL, in.Identity)
 	if err != nil {
 		return nil, proxy.Explanation{}, toolError(err)

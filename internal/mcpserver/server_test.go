@@ -196,6 +196,15 @@ func hostileInput(t *testing.T, e *env, cs *mcp.ClientSession) {
 	}
 	toolErr(t, cs, "end_task", map[string]any{}, "id")
 	toolErr(t, cs, "explain", map[string]any{"url": "ftp://x/"}, "scheme")
+	toolErr(t, cs, "explain", map[string]any{}, "url")
+	if got := toolErr(t, cs, "explain", map[string]any{"url": "https://a.test/" + strings.Repeat("a", 100_000)}, "longer than 8192 bytes"); len(got) > 500 {
+		t.Errorf("explain with a 100 kB url: error of %d bytes, want it short", len(got))
+	}
+	if got := toolErr(t, cs, "begin_task", map[string]any{"purpose": "x", "credentials": []string{strings.Repeat("c", 100_000)}}, "not a credential name"); len(got) > 500 {
+		t.Errorf("begin_task with a 100 kB credential name: error of %d bytes, want it short", len(got))
+	}
+	toolErr(t, cs, "begin_task", map[string]any{"purpose": "x", "credentials": make([]string, 65)}, "at most 64")
+	toolErr(t, cs, "begin_task", map[string]any{"purpose": "x", "ttl": "5m", "extra": true}, "extra")
 	toolErr(t, cs, "explain", map[string]any{"url": "https://api.openai.com/", "method": "GET /"}, "not an HTTP method")
 	if n := len(e.m.List()); n != 0 {
 		t.Errorf("%d leases held after hostile input, want 0", n)
