@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -206,6 +208,35 @@ func TestMCPRefusedWithoutTokenOrWithForeignHost(t *testing.T) {
 		got := string(b)
 		if resp.StatusCode != tc.status || (tc.problem != "" && (resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(got, tc.problem))) {
 			t.Errorf("POST /mcp auth %q host %q: %d %s %s, want %d %s", tc.auth, tc.host, resp.StatusCode, resp.Header.Get("Content-Type"), got, tc.status, tc.problem)
+		}
+	}
+}
+
+// credproxy mcp refuses to start without a usable token file or admin URL,
+// saying which flag is wrong and never quoting the file.
+func TestMCPSubcommandFlags(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short-token")
+	os.WriteFile(short, []byte("sk-test-short\n"), 0o600)
+	writeAdminToken(t, dir)
+	good := filepath.Join(dir, "admin-token")
+	t.Setenv("CREDPROXY_ADMIN_TOKEN_FILE", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--token-file (or $CREDPROXY_ADMIN_TOKEN_FILE) is required"},
+		{[]string{"--token-file", filepath.Join(dir, "absent")}, "--token-file: cannot read"},
+		{[]string{"--token-file", short}, "--token-file: token is 13 bytes"},
+		{[]string{"--token-file", good, "--admin", "127.0.0.1:9464"}, "--admin: admin URL"},
+		{[]string{"--token-file", good, "--admin", "http://u:p@127.0.0.1:9464"}, "--admin: admin URL"},
+	} {
+		var out, errb bytes.Buffer
+		if code := runMain(context.Background(), append([]string{"mcp"}, tc.args...), &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("credproxy mcp %v: exit %d, stderr %q; want 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+		if strings.Contains(errb.String(), "sk-test-short") || strings.Contains(errb.String(), adminToken) {
+			t.Errorf("credproxy mcp %v: stderr quotes a token: %q", tc.args, errb.String())
 		}
 	}
 }

@@ -40,6 +40,9 @@ func sdkProblems(next http.Handler) http.Handler {
 			for _, h := range []string{"Content-Type", "X-Content-Type-Options", "Content-Length"} {
 				w.Header().Del(h)
 			}
+			if pw.kind == probMethodNotAllowed {
+				w.Header().Set("Allow", http.MethodPost) // stateless: no GET stream, no session to DELETE
+			}
 			writeProblem(w, pw.kind, strings.TrimSpace(string(pw.detail)))
 		}
 	})

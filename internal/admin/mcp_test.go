@@ -86,4 +86,11 @@ func TestMCPRefusalsAreProblems(t *testing.T) {
 	wantProblem(t, "Content-Type text/plain", status, hdr, body, http.StatusUnsupportedMediaType, "admin-unsupported-media-type")
 	status, hdr, body = mcpPost(t, e.url, auth, "", "application/json", `{"jsonrpc":`)
 	wantProblem(t, "a truncated body", status, hdr, body, http.StatusBadRequest, "admin-bad-request")
+	for _, method := range []string{"GET", "DELETE", "PUT"} {
+		status, hdr, body = do(t, method, e.url+"/mcp", auth, "")
+		wantProblem(t, method+" /mcp", status, hdr, body, http.StatusMethodNotAllowed, "admin-method-not-allowed")
+		if hdr.Get("Allow") != "POST" {
+			t.Errorf("%s /mcp: Allow %q, want POST", method, hdr.Get("Allow"))
+		}
+	}
 }
