@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/credproxy/credproxy/internal/mcpserver"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/proxy"
+	"github.com/credproxy/credproxy/rules"
 )
 
 var toolNames = []string{"begin_task", "end_task", "explain", "list_credentials", "list_leases", "list_tasks"}
@@ -233,5 +235,28 @@ func TestAdminAPIClientFailures(t *testing.T) {
 		if _, err := mcpserver.NewClient(bad[0], bad[1]); err == nil {
 			t.Errorf("NewClient(%q, %q) = nil error", bad[0], bad[1])
 		}
+	}
+}
+
+// With clients: configured, explain needs the caller's identity (the
+// control API's rule), and the tool says so.
+func TestExplainNeedsIdentityWithClients(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_RESEARCHER_TOKEN", "researcher-token-0123456789")
+	cfg, err := rules.Parse("rules.yaml", []byte(testConfig+`
+clients:
+  - {name: researcher, tokenEnv: CREDPROXY_TEST_RESEARCHER_TOKEN}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := lease.NewManager(nil, lease.Options{Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = m.Shutdown(context.Background()) })
+	ctl := control.New(control.Options{Leases: m, Config: func() *rules.Config { return cfg }})
+	cs := inMemory(t, mcpserver.New(mcpserver.Local(ctl), mcpserver.Options{}))
+	toolErr(t, cs, "explain", map[string]any{"url": "https://api.openai.com/v1/models"}, "identity: required when clients: is set")
+	var ex proxy.Explanation
+	ok(t, cs, "explain", map[string]any{"url": "https://api.openai.com/v1/models", "identity": "researcher"}, &ex)
+	if ex.Action != "inject" || ex.Rule != "openai" {
+		t.Errorf("explain as researcher = %+v, want inject rule openai", ex)
 	}
 }
