@@ -9,15 +9,6 @@ import (
 // defaultTTL is the TTL asked for when a Policy sets none.
 const defaultTTL = 15 * time.Minute
 
-// Lease states shown by List.
-const (
-	stateActive   = "active"
-	stateRenewing = "renewing"
-	stateRotating = "rotating"
-	stateRetiring = "retiring" // rotated out: still valid for requests in flight until retireAt
-	stateRetrying = "retrying" // a renewal or rotation failed; retrying with backoff
-)
-
 // credEntry is a configured credential with its policy's derived numbers.
 type credEntry struct {
 	Credential
@@ -99,7 +90,7 @@ type lease struct {
 	renewals int
 	failures int       // failed renewals or rotations in a row
 	retryAt  time.Time // next renewal or rotation attempt after a failure
-	state    string
+	state    string    // see state.go
 	busy     bool      // a renewal or rotation is in flight
 	dropped  bool      // no longer held: no Get may hand it out
 	retireAt time.Time // rotated out: revoke then (zero: not rotated out)
@@ -187,20 +178,6 @@ func (l *lease) mustRotate(now time.Time) bool {
 func (l *lease) idle(now time.Time) bool {
 	t := l.cred.Policy.IdleTimeout
 	return t > 0 && now.Sub(l.lastUsed) >= t
-}
-
-// use stamps a use of l and returns the Ticket for it.
-func (l *lease) use(now time.Time, identity string, u Use) Ticket {
-	if now.After(l.lastUsed) { // now was read before the lock: never move back
-		l.lastUsed = now
-	}
-	l.lastIdentity, l.lastUse = identity, u
-	t := Ticket{LeaseID: l.id, Credential: l.cred.Name, Identity: identity, Value: string(l.value)}
-	t.Data = make(map[string]string, len(l.data))
-	for k, v := range l.data {
-		t.Data[k] = string(v)
-	}
-	return t
 }
 
 func (l *lease) info() Info {

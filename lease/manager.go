@@ -56,17 +56,6 @@ type Options struct {
 // credentials look at it.
 type Use struct{ Rule, Purpose, Task string }
 
-// Ticket is what one request gets: copies of the lease's value and data. It
-// prints and logs with the value redacted. Pass it back to Unauthorized when
-// the upstream rejects it.
-type Ticket struct {
-	LeaseID    string
-	Credential string
-	Identity   string // the identity the ticket was issued to
-	Value      string
-	Data       map[string]string
-}
-
 // Info describes a held lease for the admin view. It has no value.
 type Info struct {
 	ID            string `json:"id"`
@@ -179,6 +168,9 @@ func (m *Manager) Get(ctx context.Context, credential, identity string, u Use) (
 			return Ticket{}, credErr(c, err)
 		}
 		key.task, u.Task = t.id, t.id
+		if t.purpose != "" { // a task's purpose is its leases' (and their failures')
+			u.Purpose = t.purpose
+		}
 	}
 	for range 3 {
 		if t, ok, err := m.cached(c, key, identity, u); ok || err != nil {
@@ -377,6 +369,8 @@ func (m *Manager) Revoke(ctx context.Context, id string, reason string) error {
 	m.dropLocked(l)
 	g := l.grant()
 	m.mu.Unlock()
+	ctx, cancel := m.revokeContext(ctx)
+	defer cancel()
 	if err := m.revokeAt(ctx, l, g, reason); err != nil {
 		return fmt.Errorf("lease %s: revoke at source %q: %w", id, l.cred.SourceName, err)
 	}

@@ -111,7 +111,7 @@ func (m *Manager) stepLocked(l *lease, now time.Time) {
 }
 
 func (m *Manager) startRenewLocked(l *lease) {
-	l.busy, l.state = true, stateRenewing
+	l.toRenewing()
 	g := l.grant()
 	m.goOp(func(ctx context.Context) {
 		start := m.clock.Now() // the renewed term runs from the request (see acquire)
@@ -130,7 +130,7 @@ func (m *Manager) finishRenew(l *lease, g Grant, err error, start time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.poke()
-	l.busy = false
+	l.callDone()
 	if l.dropped {
 		return // revoked while renewing (manual, 401, shutdown)
 	}
@@ -144,23 +144,20 @@ func (m *Manager) finishRenew(l *lease, g Grant, err error, start time.Time) {
 		return
 	}
 	l.setGrant(g, start)
-	l.renewals++
-	l.failures, l.retryAt, l.state = 0, time.Time{}, stateActive
+	l.toActive()
 	m.emit(m.leaseEvent(eventRenewed, l, "", nil))
 }
 
 // retryLocked schedules another renewal or rotation attempt. One due after
 // expiry never happens: the lease expires first.
 func (m *Manager) retryLocked(l *lease, now time.Time) {
-	l.failures++
-	l.retryAt = now.Add(backoff(l.failures, m.rand))
-	l.state = stateRetrying
+	l.toRetrying(now.Add(backoff(l.failures+1, m.rand)))
 }
 
 // startRotateLocked acquires l's replacement. Until it arrives Gets keep
 // getting l, which is still valid: rotation leaves no gap.
 func (m *Manager) startRotateLocked(l *lease) {
-	l.busy, l.state = true, stateRotating
+	l.toRotating()
 	req := Request{Credential: l.cred.Name, Identity: l.key.identity, TTL: l.cred.asked}
 	m.goOp(func(ctx context.Context) {
 		start := m.clock.Now() // the new term runs from the request (see acquire)
@@ -177,7 +174,7 @@ func (m *Manager) finishRotate(old *lease, g Grant, err error, start time.Time) 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.poke()
-	old.busy = false
+	old.callDone()
 	if err != nil {
 		m.emit(m.leaseEvent(eventFailed, old, "", fmt.Errorf("rotate: acquire: %w", err)))
 		if !old.dropped {
@@ -192,8 +189,7 @@ func (m *Manager) finishRotate(old *lease, g Grant, err error, start time.Time) 
 		// A request that got old's value just before the switch may still be
 		// presenting it (a database login, a slow upload): revoke old a short
 		// grace later, never after its own expiry.
-		old.retireAt = earliest(now.Add(rotateGrace), old.expires)
-		old.state = stateRetiring
+		old.toRetiring(earliest(now.Add(rotateGrace), old.expires))
 	}
 }
 

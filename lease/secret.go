@@ -1,7 +1,6 @@
 package lease
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 
@@ -20,28 +19,3 @@ func (s secret) Format(f fmt.State, c rune)   { sec.Value(s).Format(f, c) }
 func (s secret) LogValue() slog.Value         { return sec.Value(s).LogValue() }
 func (s secret) MarshalJSON() ([]byte, error) { return sec.Value(s).MarshalJSON() }
 func (s secret) wipe()                        { sec.Value(s).Wipe() }
-
-// Format prints a Ticket with its value and data redacted, for every verb:
-// a ticket logged with %v or %+v must not spill the credential.
-func (t Ticket) Format(f fmt.State, _ rune) {
-	_, _ = fmt.Fprintf(f, "{LeaseID:%s Credential:%s Identity:%s Value:%s}",
-		t.LeaseID, t.Credential, t.Identity, sec.Redacted)
-}
-
-// LogValue keeps the value out of slog output.
-func (t Ticket) LogValue() slog.Value {
-	return slog.GroupValue(
-		slog.String("lease_id", t.LeaseID),
-		slog.String("credential", t.Credential),
-		slog.String("identity", t.Identity),
-		slog.String("value", sec.Redacted),
-	)
-}
-
-// MarshalJSON keeps the value out of JSON.
-func (t Ticket) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]string{
-		"lease_id": t.LeaseID, "credential": t.Credential,
-		"identity": t.Identity, "value": sec.Redacted,
-	})
-}

@@ -129,7 +129,9 @@ func (m *Manager) BeginTask(ctx context.Context, spec TaskSpec) (TaskInfo, error
 			m.mu.Lock()
 			delete(m.tasks, t.id)
 			m.mu.Unlock()
-			err = errors.Join(fmt.Errorf("task: acquire %q: %w", name, err), m.revokeAll(ctx, held, grants, reasonTaskAborted))
+			rctx, cancel := m.revokeContext(ctx)
+			defer cancel()
+			err = errors.Join(fmt.Errorf("task: acquire %q: %w", name, err), m.revokeAll(rctx, held, grants, reasonTaskAborted))
 			return TaskInfo{}, err
 		}
 	}
@@ -150,13 +152,23 @@ func (m *Manager) EndTask(ctx context.Context, id string) (TaskInfo, error) {
 		return TaskInfo{}, fmt.Errorf("task %q: %w", id, ErrUnknownTask)
 	}
 	held, grants := m.closeTask(t, TaskEnded)
-	err := m.revokeAll(ctx, held, grants, reasonTaskEnd)
+	rctx, cancel := m.revokeContext(ctx)
+	defer cancel()
+	err := m.revokeAll(rctx, held, grants, reasonTaskEnd)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
 		err = fmt.Errorf("task %q: %w", id, err)
 	}
 	return m.taskInfoLocked(t), err
+}
+
+// revokeContext is for revoking leases credproxy has already dropped: a
+// caller that goes away (an admin client hanging up) must not leave them
+// alive at the store, so it keeps ctx's values but not its cancellation,
+// bounded by the source timeout.
+func (m *Manager) revokeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
 }
 
 // closeTask marks t state (if it is still open) and drops every lease it

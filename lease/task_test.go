@@ -203,7 +203,7 @@ func TestTaskTwoCredentialsAcquiredAtBeginAndRevokedTogether(t *testing.T) {
 func TestTaskBeginFailureHoldsNothing(t *testing.T) {
 	h, api := newTaskHarness(t)
 	api.FailAcquire(errTest("vault: permission denied"))
-	_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{TTL: time.Minute, Credentials: []string{"db", "api"}})
+	_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{Purpose: "sync", TTL: time.Minute, Credentials: []string{"db", "api"}})
 	if err == nil || !strings.Contains(err.Error(), `"api"`) {
 		t.Fatalf("BeginTask with api failing: %v, want an error naming api", err)
 	}
@@ -211,6 +211,11 @@ func TestTaskBeginFailureHoldsNothing(t *testing.T) {
 		t.Fatalf("after a failed begin: %d leases, tasks %+v, %d db revokes; want nothing held, db revoked", n, ts, h.src.Revokes())
 	}
 	h.wantEvents("lease.created", "lease.failed", "lease.revoked:task_aborted")
+	for _, e := range h.events() {
+		if !strings.HasPrefix(e["task"].(string), "tsk_") || e["purpose"] != "sync" {
+			t.Errorf("audit event %v: want the task's id and purpose", e)
+		}
+	}
 
 	for _, bad := range [][]string{{"openai"}, {"nope"}} {
 		_, err := h.m.BeginTask(context.Background(), lease.TaskSpec{Credentials: bad})
@@ -273,5 +278,78 @@ func TestTaskEndedWhileAcquiring(t *testing.T) {
 	h.wantEvents("lease.created", "lease.revoked:task_end")
 	if n := len(h.m.List()); n != 0 {
 		t.Fatalf("%d leases held, want 0", n)
+	}
+}
+
+// ctxSource is a test source whose Revoke fails on a done context, as a
+// real store client's does.
+type ctxSource struct{ *leasetest.Source }
+
+func (s ctxSource) Revoke(ctx context.Context, g lease.Grant) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.Source.Revoke(ctx, g)
+}
+
+// A caller that has gone away (a cancelled context) still gets its task's
+// leases revoked at the store: they are dropped already, and must not leak.
+func TestTaskEndWithACancelledContextStillRevokes(t *testing.T) {
+	h := newHarness(t, policy)
+	db, openai := leasetest.NewSource(), leasetest.NewSource()
+	m := lease.NewManager([]lease.Credential{
+		{Name: "db", SourceName: "test", Source: ctxSource{db}, Policy: taskPolicy},
+		{Name: "openai", SourceName: "test", Source: ctxSource{openai}, Policy: policy},
+	}, h.options())
+	t.Cleanup(func() { _ = m.Shutdown(context.Background()) })
+	in, err := m.BeginTask(context.Background(), lease.TaskSpec{TTL: time.Hour, Credentials: []string{"db"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.EndTask(ctx, in.ID); err != nil || db.Revokes() != 1 {
+		t.Fatalf("EndTask with a cancelled context: %v, %d revokes; want the lease revoked at its store anyway", err, db.Revokes())
+	}
+	tk, err := m.Get(context.Background(), "openai", "a", use)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Revoke(ctx, tk.LeaseID, ""); err != nil || openai.Revokes() != 1 {
+		t.Fatalf("Revoke with a cancelled context: %v, %d revokes; want it revoked at its store anyway", err, openai.Revokes())
+	}
+	for _, e := range h.events() {
+		if e["error"] != nil {
+			t.Errorf("audit event %v has an error", e)
+		}
+	}
+}
+
+// Requests racing the end of their task: whatever interleaving, nothing is
+// held afterwards and every lease acquired was revoked.
+func TestTaskEndRacingRequestsLeavesNothing(t *testing.T) {
+	h, _ := newTaskHarness(t)
+	for round := range 20 {
+		in := h.begin(lease.TaskSpec{TTL: time.Hour})
+		done := make(chan struct{})
+		for range 8 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for range 5 {
+					_, _ = h.getTask("db", "agent-a", in.ID)
+				}
+			}()
+		}
+		if _, err := h.m.EndTask(context.Background(), in.ID); err != nil {
+			t.Fatal(err)
+		}
+		for range 8 {
+			<-done
+		}
+		lease.Settle(h.m)
+		if n := len(h.m.List()); n != 0 || h.src.Acquires() != h.src.Revokes() {
+			t.Fatalf("round %d: %d leases held, %d acquired, %d revoked; want none held, all revoked",
+				round, n, h.src.Acquires(), h.src.Revokes())
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ rules:
 // upstream that accepts a request only if its Basic credentials log in.
 type taskEnv struct {
 	*vaultEnv
+	caFile  string // credproxy's CA certificate
 	mu      sync.Mutex
 	headers []http.Header // every request the upstream saw
 }
@@ -75,6 +77,7 @@ func newTaskEnv(t *testing.T) *taskEnv {
 	cfg := mustLoad(t, cfgFile)
 	e.served = startServeWith(t, cfg, serveOptions{})
 	e.client = agent(t, e.proxy, cfg.CA.Cert)
+	e.caFile = cfg.CA.Cert
 	return e
 }
 
@@ -225,5 +228,36 @@ func TestTaskMultipleVaultCredentialsRevokedTogether(t *testing.T) {
 	if n := strings.Count(e.audit.String(), `"reason":"task_end"`); n != 2 {
 		t.Errorf("%d task_end revocations in the audit, want 2:\n%s", n, e.audit.String())
 	}
+	e.taskHeaderLeaked(t)
+}
+
+// The README's shell example, with curl: begin a task on the control API,
+// send a request in it through credproxy, end it.
+func TestTaskScopedBlockWithCurl(t *testing.T) {
+	e := newTaskEnv(t)
+	admin, auth := "http://"+e.admin, "Authorization: Bearer "+adminToken
+	curl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("curl", append([]string{"-sS", "-f", "--max-time", "30"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("curl %q: %v", args, err)
+		}
+		return string(out)
+	}
+	var task struct{ ID string }
+	begun := curl("-H", auth, "-H", "Content-Type: application/json",
+		"-d", `{"purpose":"quarterly report","ttl":"15m"}`, admin+"/tasks")
+	if err := json.Unmarshal([]byte(begun), &task); err != nil || task.ID == "" {
+		t.Fatalf("POST /tasks with curl: %s (%v)", begun, err)
+	}
+	if out := curl("--proxy", "http://"+e.proxy, "--cacert", e.caFile, "-H", proxy.TaskHeader+": "+task.ID,
+		e.up.URL+"/reports/q1"); out != "ok" {
+		t.Fatalf("request in the task with curl: %q, want ok", out)
+	}
+	if n := vaulttest.PGRoleCount(t, e.vs.PGUserPrefix("reports")); n != 1 {
+		t.Fatalf("%d roles during the task, want 1", n)
+	}
+	curl("-H", auth, "-X", "DELETE", admin+"/tasks/"+task.ID)
+	e.wantGone(t, "reports")
 	e.taskHeaderLeaked(t)
 }

@@ -214,6 +214,7 @@ func TestControlHostileTaskInput(t *testing.T) {
 		{"shared credential", `{"credentials":["openai"]}`, "", 400, "admin-bad-request"},
 		{"credential twice", `{"credentials":["db","db"]}`, "", 400, "admin-bad-request"},
 		{"purpose with a newline", `{"purpose":"a\nb"}`, "", 400, "admin-bad-request"},
+		{"identity no request can have", `{"identity":"agent-z"}`, "", 400, "admin-bad-request"},
 		{"purpose too long", `{"purpose":"` + strings.Repeat("a", 300) + `"}`, "", 400, "admin-bad-request"},
 		{"form body", `purpose=x`, "application/x-www-form-urlencoded", 415, "admin-unsupported-media-type"},
 	} {
@@ -250,6 +251,9 @@ func TestControlHostileTaskInput(t *testing.T) {
 	}
 	if in := e.begin(t, ``); in.TTL != "15m0s" { // an empty body: every default
 		t.Errorf("empty body: ttl %s, want the default 15m", in.TTL)
+	}
+	if in := e.begin(t, `{"identity":"agent-a"}`); in.Identity != "agent-a" { // the config's sidecar identity
+		t.Errorf("identity agent-a: task %+v", in)
 	}
 }
 

@@ -100,6 +100,9 @@ func (c *Control) BeginTask(ctx context.Context, r TaskRequest) (lease.TaskInfo,
 	if err := r.check(); err != nil {
 		return lease.TaskInfo{}, err
 	}
+	if err := c.checkIdentity(r.Identity); err != nil {
+		return lease.TaskInfo{}, err
+	}
 	in, err := c.leases.BeginTask(ctx, lease.TaskSpec{Purpose: r.Purpose, TTL: r.TTL, Identity: r.Identity, Credentials: r.Credentials})
 	if errors.Is(err, lease.ErrUnknownCredential) || errors.Is(err, lease.ErrNotTaskScoped) {
 		return lease.TaskInfo{}, fmt.Errorf("%w: %v (credentials must be scope: task)", ErrInvalid, err)
@@ -126,6 +129,27 @@ func (r TaskRequest) check() error {
 		seen[name] = true
 	}
 	return nil
+}
+
+// checkIdentity refuses a task for an identity no request can have: it
+// would hold its credentials' leases for nobody.
+func (c *Control) checkIdentity(identity string) error {
+	cfg := c.cfg()
+	if identity == "" || cfg == nil {
+		return nil
+	}
+	if !cfg.RequiresAuth() {
+		if identity != cfg.Identity {
+			return fmt.Errorf("%w: identity %q: every request is the sidecar identity %q (no clients: configured)", ErrInvalid, identity, cfg.Identity)
+		}
+		return nil
+	}
+	for _, cl := range cfg.Clients {
+		if cl.Name == identity {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: identity %q is not the name of a client in clients", ErrInvalid, identity)
 }
 
 // printable reports whether s is valid UTF-8 without control characters: it
