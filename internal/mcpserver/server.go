@@ -190,6 +190,10 @@ func (t tools) endTask(ctx context.Context, _ *mcp.CallToolRequest, in endTaskIn
 		return nil, lease.TaskInfo{}, fmt.Errorf("id %q: not a task id (list_tasks shows them)", clip(in.ID))
 	}
 	ti, err := t.b.EndTask(ctx, in.ID)
+	if err != nil && ti.State != "" && ti.State != lease.TaskOpen {
+		// Ended, and its leases dropped, but the store refused a revocation.
+		return nil, lease.TaskInfo{}, fmt.Errorf("task %s ended, but the secret store failed to revoke a credential (it lapses at its TTL): %w", ti.ID, err)
+	}
 	if err != nil {
 		return nil, lease.TaskInfo{}, toolError(err)
 	}

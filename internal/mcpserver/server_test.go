@@ -3,6 +3,7 @@ package mcpserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -258,5 +259,19 @@ clients:
 	ok(t, cs, "explain", map[string]any{"url": "https://api.openai.com/v1/models", "identity": "researcher"}, &ex)
 	if ex.Action != "inject" || ex.Rule != "openai" {
 		t.Errorf("explain as researcher = %+v, want inject rule openai", ex)
+	}
+}
+
+// A store that refuses to revoke: end_task still ends the task, and its
+// tool error says both things.
+func TestEndTaskWhenTheStoreRefusesToRevoke(t *testing.T) {
+	e := newEnv(t)
+	cs := inMemory(t, mcpserver.New(mcpserver.Local(e.ctl), mcpserver.Options{}))
+	var ti lease.TaskInfo
+	ok(t, cs, "begin_task", map[string]any{"purpose": "x", "credentials": []string{"db"}}, &ti)
+	e.srcs["db"].FailRevoke(errors.New("store down"))
+	toolErr(t, cs, "end_task", map[string]any{"id": ti.ID}, "task "+ti.ID+" ended, but the secret store failed to revoke")
+	if n := len(e.m.List()); n != 0 {
+		t.Errorf("%d leases held after end_task, want 0", n)
 	}
 }
