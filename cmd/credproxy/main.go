@@ -1,5 +1,5 @@
 // Command credproxy is a sidecar forward proxy that holds credentials so AI
-// agents never do. Subcommands: run, check, ca, env, exec, version.
+// agents never do. Subcommands: run, check, ca, env, exec, mcp, version.
 package main
 
 import (
@@ -31,6 +31,9 @@ commands:
   exec     --config FILE [--client NAME] [--with-proxy] -- CMD ARGS...
                            run an agent with that environment, its credential variables
                            replaced by a placeholder (--with-proxy: run the proxy too)
+  mcp      [--admin URL] [--token-file FILE]
+                           serve the control API's MCP tools over stdio, calling a running
+                           credproxy's admin API (default http://127.0.0.1:9464)
   version                  print the version
 `
 
@@ -58,6 +61,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdEnv(args, stdout, stderr)
 	case "exec":
 		return cmdExec(args, stdout, stderr)
+	case "mcp":
+		return cmdMCP(ctx, args, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "credproxy", version)
 		return 0

@@ -144,6 +144,7 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	var ready atomic.Bool
 	adminHandler := admin.New(admin.Options{
 		Token:   adminToken,
+		Version: version,
 		Metrics: m,
 		Ready: func() error {
 			if !ready.Load() {

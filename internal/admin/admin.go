@@ -1,7 +1,8 @@
 // Package admin is credproxy's one admin HTTP server: routing, the bearer
 // token check, JSON answers and RFC 9457 problem errors. The read-only routes
 // (/metrics, /healthz, /readyz, /ca.pem) are open; every other route (the
-// control API of internal/control, pprof) needs the admin token. It holds no
+// control API of internal/control, its MCP tools at /mcp, pprof) needs the
+// admin token. It holds no
 // logic of its own beyond HTTP: the control API does the work.
 package admin
 
@@ -34,6 +35,8 @@ type Options struct {
 	// Control serves the control API routes (/tasks, /leases, /credentials,
 	// /explain, /-/reload); nil leaves them out (404).
 	Control *control.Control
+	// Version is credproxy's version, which the MCP server at /mcp reports.
+	Version string
 	// Token guards every route but the open read-only ones (/metrics,
 	// /healthz, /readyz, /ca.pem): a request must carry "Authorization:
 	// Bearer <Token>". Empty means those routes answer 403: the agent may
@@ -60,6 +63,7 @@ func New(o Options) http.Handler {
 	}
 	if o.Control != nil {
 		controlRoutes(r, o.Control)
+		mcpRoute(r, o.Control, o.Version)
 	}
 	r.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeProblem(w, probNotFound, "not found")

@@ -26,6 +26,7 @@ var (
 	probStoreFailed      = &kind{"admin-store-failed", "Secret store failed", http.StatusBadGateway}
 	probNotImplemented   = &kind{"admin-not-implemented", "Not implemented", http.StatusNotImplemented}
 	probUnavailable      = &kind{"admin-unavailable", "Shutting down", http.StatusServiceUnavailable}
+	probHostRefused      = &kind{"admin-host-refused", "Host header refused (DNS rebinding protection)", http.StatusForbidden}
 	probReloadFailed     = &kind{"admin-reload-failed", "Config refused; the one in force stays", http.StatusUnprocessableEntity}
 )
 
