@@ -17,6 +17,7 @@ import (
 
 	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/internal/vaulttest"
+	"github.com/credproxy/credproxy/lease/leasetest"
 	"github.com/credproxy/credproxy/proxy"
 )
 
@@ -58,6 +59,13 @@ type taskEnv struct {
 
 func newTaskEnv(t *testing.T) *taskEnv {
 	t.Helper()
+	return newTaskEnvWith(t, taskRules, serveOptions{})
+}
+
+// newTaskEnvWith is newTaskEnv on another config (taskRules' shape: %[1]s
+// Vault's address, %[2]s the upstream) and serve options (a fake clock).
+func newTaskEnvWith(t *testing.T, rules string, o serveOptions) *taskEnv {
+	t.Helper()
 	vs := vaulttest.Start(t)
 	vs.EnablePostgres(t, "reports", time.Hour, 2*time.Hour)
 	vs.EnablePostgres(t, "migrations", time.Hour, 2*time.Hour)
@@ -73,9 +81,9 @@ func newTaskEnv(t *testing.T) *taskEnv {
 	os.WriteFile(filepath.Join(e.dir, "vault-token"), []byte(vs.RootToken+"\n"), 0o600)
 	writeAdminToken(t, e.dir)
 	cfgFile := filepath.Join(e.dir, "rules.yaml")
-	os.WriteFile(cfgFile, fmt.Appendf(nil, taskRules, vs.Addr, strings.TrimPrefix(e.up.URL, "https://")), 0o600)
+	os.WriteFile(cfgFile, fmt.Appendf(nil, rules, vs.Addr, strings.TrimPrefix(e.up.URL, "https://")), 0o600)
 	cfg := mustLoad(t, cfgFile)
-	e.served = startServeWith(t, cfg, serveOptions{})
+	e.served = startServeWith(t, cfg, o)
 	e.client = agent(t, e.proxy, cfg.CA.Cert)
 	e.caFile = cfg.CA.Cert
 	return e
@@ -199,6 +207,87 @@ func TestTaskScopedBlockWithVaultDatabaseCredentials(t *testing.T) {
 			t.Errorf("audit lacks %s:\n%s", want, audit)
 		}
 	}
+}
+
+// Request and forget: a task the agent never ends (a single API call, 5m)
+// ends at its TTL, on credproxy's clock (a fake one here), and takes its
+// PostgreSQL role with it.
+func TestTaskRequestAndForgetExpiresAtItsTTL(t *testing.T) {
+	clock := leasetest.NewClock(time.Now())
+	e := newTaskEnvWith(t, taskRules, serveOptions{Clock: clock})
+	prefix := e.vs.PGUserPrefix("reports")
+	id := e.begin(t, `{"purpose":"one report","ttl":"5m"}`)
+	if code, body := e.request(t, "/reports/q1", id); code != http.StatusOK {
+		t.Fatalf("request in the task: %d %q", code, body)
+	}
+	if n := vaulttest.PGRoleCount(t, prefix); n != 1 {
+		t.Fatalf("%d roles during the task, want 1", n)
+	}
+	clock.Advance(4 * time.Minute) // inside the TTL: nothing ends
+	if code, body := e.request(t, "/reports/q2", id); code != http.StatusOK {
+		t.Fatalf("request 4m into a 5m task: %d %q", code, body)
+	}
+	clock.Advance(time.Minute) // the TTL: the agent never said it was done
+	e.wantGone(t, "reports")
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"reason":"task_expired"`) }, "the task_expired revocation in the audit")
+	if code, body := e.request(t, "/reports/q3", id); code != http.StatusForbidden || !strings.Contains(body, "task-not-open") {
+		t.Errorf("request in the expired task: %d %s, want 403 task-not-open", code, body)
+	}
+	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created,lease.revoked" {
+		t.Errorf("audit events %s, want one lease created and revoked", got)
+	}
+}
+
+// longTaskRules: a task credential whose Vault lease lives 2s and is
+// renewed 1s before its end while used.
+const longTaskRules = `
+listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0, tokenFile: admin-token}
+identity: test-agent
+upstream: {caFiles: [upstream.pem]}
+sources:
+  vault: {type: vault, address: "%[1]s", auth: {method: token, tokenFile: vault-token}}
+credentials:
+  migrations: {source: vault, path: database/creds/migrations, scope: task, ttl: 2s, maxTTL: 1h, autoRenew: true, renewBeforeExpiry: 1s}
+rules:
+  - name: migrations
+    hosts: ["%[2]s"]
+    paths: [/migrate/]
+    credential: migrations
+    inject: {header: Authorization, value: '{{ basic .Data.username .Data.password }}'}
+`
+
+// Renewable long task: a lease of 2s renewed for 6s of work, on a fake
+// clock moved a second at a time; each renewal is a real Vault renewal the
+// test waits for (an event) before time moves on. The lease is never
+// expired or replaced, every request logs in to PostgreSQL, and the
+// renewals are audited with the task.
+func TestTaskRenewableLongTask(t *testing.T) {
+	clock := leasetest.NewClock(time.Now())
+	e := newTaskEnvWith(t, longTaskRules, serveOptions{Clock: clock})
+	id := e.begin(t, `{"purpose":"migration","ttl":"30m","credentials":["migrations"]}`)
+	for i := 1; i <= 6; i++ {
+		if code, body := e.request(t, fmt.Sprintf("/migrate/%03d", i), id); code != http.StatusOK {
+			t.Fatalf("request %d of the long task: %d %q", i, code, body)
+		}
+		clock.Advance(time.Second) // the renewal point: 1s before the 2s lease ends
+		testutil.WaitFor(t, func() bool { return strings.Count(e.audit.String(), `"event":"lease.renewed"`) >= i },
+			fmt.Sprintf("renewal %d", i))
+	}
+	audit := e.audit.String()
+	if n := strings.Count(audit, `"event":"lease.created"`); n != 1 {
+		t.Errorf("%d leases created over the task, want 1 (renewed, never replaced):\n%s", n, audit)
+	}
+	if strings.Contains(audit, `"event":"lease.expired"`) || strings.Contains(audit, `"event":"lease.failed"`) {
+		t.Errorf("a lease expired or failed during the task:\n%s", audit)
+	}
+	if n := strings.Count(audit, `"task":"`+id+`"`); n < 7 {
+		t.Errorf("%d audit events name the task, want the creation and every renewal:\n%s", n, audit)
+	}
+	if code, body := e.control(t, "DELETE", "/tasks/"+id, ""); code != http.StatusOK {
+		t.Fatalf("DELETE /tasks/%s: %d %s", id, code, body)
+	}
+	e.wantGone(t, "migrations")
 }
 
 // Multiple credentials: a task that names two is given both at begin, and
