@@ -1,0 +1,71 @@
+package rules
+
+import (
+	"errors"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestLoadDatabases(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_DB_PASSWORD", "sk-test-db-password")
+	c, err := Load(filepath.Join("testdata", "databases.yaml"))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	dir := absTestdata(t)
+	want := []*Database{
+		{Name: "reports", Listen: "127.0.0.1:5433", Credential: "reports-db", Identities: []string{"agent-a"},
+			Purpose: "nightly report", Line: 7, Upstream: DBUpstream{Host: "db.internal", Port: 5432, Database: "reports",
+				SSLMode: SSLVerifyFull, CAFile: filepath.Join(dir, "extra-root.pem")}},
+		{Name: "warehouse", Listen: "127.0.0.1:5434", Credential: "static-db", Line: 13,
+			Upstream: DBUpstream{Host: "127.0.0.1", Port: 6432, Database: "dw", User: "sync", SSLMode: SSLDisable}},
+	}
+	if !reflect.DeepEqual(c.Databases, want) {
+		for i := range c.Databases {
+			t.Logf("got %+v", *c.Databases[i])
+		}
+		t.Fatalf("Databases differ from %+v %+v", *want[0], *want[1])
+	}
+	if got := c.Databases[1].Upstream.Addr(); got != "127.0.0.1:6432" {
+		t.Fatalf("Addr() = %q", got)
+	}
+}
+
+func TestLoadDatabaseErrors(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_DB_PASSWORD", "sk-test-db-password")
+	dir := absTestdata(t)
+	path := filepath.Join("testdata", "bad_databases.yaml")
+	want := []string{
+		`6: databases[0].upstream.sslmode: must be disable, require or verify-full, not "prefer"`,
+		`7: databases[0].credential: unknown credential "nope"`,
+		`8: databases[1].name: duplicate database name "a" (first at line 4)`,
+		`9: databases[1].listen: 127.0.0.1:5433 is already the listen address of the database at line 4`,
+		`10: databases[1].upstream.host: required`,
+		`10: databases[1].upstream.port: port 70000 out of range 1-65535`,
+		`10: databases[1].upstream.database: required: the database every connection opens`,
+		`10: databases[1].upstream.caFile: only applies to sslmode require or verify-full`,
+		`10: databases[1].upstream.user: required: credential "static-db" (source env) holds only a password`,
+		`12: databases[2].name: bad database name "b c": use letters, digits, '.', '_' and '-'`,
+		`13: databases[2].listen: want host:port, as in 127.0.0.1:3128: address localhost: missing port in address`,
+		`14: databases[2].upstream.caFile: stat ` + filepath.Join(dir, "no-such-ca.pem") + `: no such file or directory`,
+		`14: databases[2].upstream.user: required: credential "static-db" (source env) holds only a password`,
+		`16: databases[2].user: unknown key (want one of: name, listen, upstream, credential, identities, purpose)`,
+		`17: databases[3].name: required`,
+		`17: databases[3].listen: 127.0.0.1:3128 is already credproxy's proxy or admin listener`,
+		`17: databases[3].credential: required`,
+	}
+	_, err := Load(path)
+	var errs ConfigErrors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Load(%s) = %v, want ConfigErrors", path, err)
+	}
+	for _, w := range want {
+		if !hasLinePrefix(err.Error(), path+":"+w) {
+			t.Errorf("no error line %q; got:\n%v", path+":"+w, err)
+		}
+	}
+	if len(errs) != len(want) {
+		t.Errorf("%d errors, want %d:\n%v", len(errs), len(want), err)
+	}
+}
