@@ -2,11 +2,13 @@ package pg_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,8 +226,23 @@ func psql(t *testing.T, addr, stdin string, args ...string) (string, error) {
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command("psql", append([]string{"-X", "-w", "-q", "-tA", "-v", "ON_ERROR_STOP=1",
 		"-d", "host=" + host + " port=" + port + " user=agent dbname=whatever sslmode=prefer"}, args...)...)
-	cmd.Env = append(os.Environ(), "PGPASSFILE="+os.DevNull, "PGCONNECT_TIMEOUT=10", "PGPASSWORD=")
+	cmd.Env = psqlEnv(t)
 	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, stderr.String())
+	}
 	return string(out), err
+}
+
+// psqlEnv gives psql no password from anywhere.
+func psqlEnv(t *testing.T) []string {
+	return append(os.Environ(), "PGPASSFILE="+filepath.Join(t.TempDir(), "none"), "PGCONNECT_TIMEOUT=10", "PGPASSWORD=")
+}
+
+func splitAddr(addr string) (host, port string) {
+	host, port, _ = net.SplitHostPort(addr)
+	return host, port
 }
