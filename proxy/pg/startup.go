@@ -25,7 +25,7 @@ var errBadPacket = errors.New("invalid startup packet")
 // handle serves one agent connection from accept to close.
 func (s *Server) handle(c net.Conn) {
 	start := time.Now()
-	defer c.Close()
+	defer closeGently(c)
 	defer s.forget(c)
 	// A startup that never finishes is dropped: the deadline covers every
 	// read and write until the relay starts.
@@ -45,6 +45,18 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	s.open(c, sm, identity, start)
+}
+
+// closeGently closes c so that an error just written still reaches the
+// agent: closing a socket with unread input sends a reset, which can discard
+// the error before the agent reads it. Half-close, then drain a bounded
+// amount for a bounded time.
+func closeGently(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok && tc.CloseWrite() == nil {
+		_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.CopyN(io.Discard, tc, 64<<10)
+	}
+	c.Close()
 }
 
 // readStartup reads startup packets until the StartupMessage. SSLRequest and
