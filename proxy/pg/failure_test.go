@@ -43,14 +43,19 @@ func (s *pairSource) set(pass string) {
 // connectErr connects through addr and wants a PgError.
 func connectErr(t *testing.T, addr string) *pgconn.PgError {
 	t.Helper()
-	c, err := pgx.ConnectConfig(t.Context(), agentConfig(t, addr, "agent"))
+	return connectConfigErr(t, agentConfig(t, addr, "agent"))
+}
+
+func connectConfigErr(t *testing.T, cfg *pgx.ConnConfig) *pgconn.PgError {
+	t.Helper()
+	c, err := pgx.ConnectConfig(t.Context(), cfg)
 	if err == nil {
 		_ = c.Close(context.Background())
-		t.Fatalf("connect through %s: want an error", addr)
+		t.Fatalf("connect through %s: want an error", cfg.Host)
 	}
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
-		t.Fatalf("connect through %s: %v; want a PostgreSQL ErrorResponse", addr, err)
+		t.Fatalf("connect through %s: %v; want a PostgreSQL ErrorResponse", cfg.Host, err)
 	}
 	return pe
 }

@@ -212,9 +212,14 @@ func agentConfig(t *testing.T, addr, user string) *pgx.ConnConfig {
 
 func connect(t *testing.T, addr string) *pgx.Conn {
 	t.Helper()
-	c, err := pgx.ConnectConfig(t.Context(), agentConfig(t, addr, "agent"))
+	return connectConfig(t, agentConfig(t, addr, "agent"))
+}
+
+func connectConfig(t *testing.T, cfg *pgx.ConnConfig) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.ConnectConfig(t.Context(), cfg)
 	if err != nil {
-		t.Fatalf("connect through %s: %v", addr, err)
+		t.Fatalf("connect through %s:%d: %v", cfg.Host, cfg.Port, err)
 	}
 	t.Cleanup(func() { _ = c.Close(context.Background()) })
 	return c
