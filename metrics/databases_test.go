@@ -1,0 +1,33 @@
+package metrics
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDatabasesMoveTheirSeries(t *testing.T) {
+	m := New()
+	d := NewDatabases(m)
+	srv := serveAdmin(t, AdminOptions{Metrics: m})
+	d.ConnOpened("reports")
+	d.ConnOpened("reports")
+	d.ConnClosed("reports", 2*time.Second, 100, 5000)
+	d.AuthFailed("warehouse")
+	got := series(scrape(t, srv))
+	for k, want := range map[string]float64{
+		`credproxy_database_connections_open{database="reports"}`:                   1,
+		`credproxy_database_connection_duration_seconds_count{database="reports"}`:  1,
+		`credproxy_database_connection_duration_seconds_sum{database="reports"}`:    2,
+		`credproxy_database_bytes_total{database="reports",direction="from_agent"}`: 100,
+		`credproxy_database_bytes_total{database="reports",direction="to_agent"}`:   5000,
+		`credproxy_database_auth_failures_total{database="warehouse"}`:              1,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
+		}
+	}
+	var nilD *Databases
+	nilD.ConnOpened("x")
+	nilD.ConnClosed("x", time.Second, 1, 1)
+	nilD.AuthFailed("x")
+}
