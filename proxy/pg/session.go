@@ -1,11 +1,9 @@
 package pg
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -28,7 +26,7 @@ type session struct {
 	agent, up net.Conn
 	killOnce  sync.Once
 	why       atomic.Pointer[pgError] // set by kill: the FATAL error the agent gets
-	fromAgent atomic.Int64
+	fromAgent atomic.Int64 // bytes relayed so far
 	toAgent   atomic.Int64
 }
 
@@ -138,16 +136,28 @@ func greet(c net.Conn, hj *pgconn.HijackedConn, pid, secret uint32) error {
 }
 
 // relay copies bytes both ways until a side closes, the lease ends (ended)
-// or kill is called. Agent to upstream is a plain copy. Upstream to agent
-// keeps track of message boundaries, so that a connection ended by
-// credproxy gets its FATAL ErrorResponse between two whole messages.
+// or kill is called. Each direction is one read and one write per chunk
+// (no per-message copies or syscalls). Upstream to agent also follows
+// message boundaries, so that a connection ended by credproxy gets its FATAL
+// ErrorResponse between two whole messages.
 func (ss *session) relay(ended <-chan struct{}, why *pgError) {
 	done := make(chan struct{})
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
-		n, _ := io.CopyBuffer(ss.up, ss.agent, make([]byte, relayBuffer))
-		ss.fromAgent.Store(n)
+		buf := make([]byte, relayBuffer)
+		for {
+			n, err := ss.agent.Read(buf)
+			if n > 0 {
+				if _, werr := ss.up.Write(buf[:n]); werr != nil {
+					break
+				}
+				ss.fromAgent.Add(int64(n))
+			}
+			if err != nil {
+				break
+			}
+		}
 		ss.up.Close()
 	}()
 	go func() {
@@ -163,41 +173,66 @@ func (ss *session) relay(ended <-chan struct{}, why *pgError) {
 	<-copied
 }
 
-// toAgentLoop copies upstream messages to the agent, flushing whenever the
-// upstream has nothing more buffered.
+// toAgentLoop copies the upstream's bytes to the agent as they come and,
+// once the upstream read stops (closed, or kill), sends the kill's FATAL
+// error if the agent has received whole messages only.
 func (ss *session) toAgentLoop() {
-	br := bufio.NewReaderSize(ss.up, relayBuffer)
-	bw := bufio.NewWriterSize(ss.agent, relayBuffer)
-	var total int64
-	defer func() { ss.toAgent.Store(total) }()
+	buf := make([]byte, relayBuffer)
+	var fr framer
 	for {
-		if br.Buffered() == 0 {
-			if err := bw.Flush(); err != nil {
+		n, err := ss.up.Read(buf)
+		if n > 0 {
+			if !fr.scan(buf[:n]) {
+				return // not the protocol: stop without a FATAL
+			}
+			if _, werr := ss.agent.Write(buf[:n]); werr != nil {
 				return
 			}
+			ss.toAgent.Add(int64(n))
 		}
-		hdr, err := br.Peek(5)
 		if err != nil {
-			break // upstream closed, or kill: at a message boundary
-		}
-		n := int64(binary.BigEndian.Uint32(hdr[1:]))
-		if n < 4 {
-			return // not the protocol: stop without a FATAL
-		}
-		m, err := io.CopyN(bw, br, 1+n)
-		total += m
-		if err != nil {
-			return // mid-message: the agent cannot frame a FATAL any more
+			break
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return
-	}
-	if why := ss.why.Load(); why != nil {
+	if why := ss.why.Load(); why != nil && fr.boundary() {
 		_ = ss.agent.SetWriteDeadline(time.Now().Add(killWriteTimeout))
 		_, _ = ss.agent.Write(why.encode())
 	}
 }
+
+// framer follows backend message boundaries in a byte stream: a type byte,
+// a 4-byte length (itself included), then the body.
+type framer struct {
+	hdr  [5]byte
+	hlen int   // header bytes seen of the current message
+	left int64 // body bytes still to come
+}
+
+// scan advances over b; false when a length is impossible.
+func (f *framer) scan(b []byte) bool {
+	for len(b) > 0 {
+		if f.left > 0 {
+			k := min(f.left, int64(len(b)))
+			f.left -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(f.hdr[f.hlen:], b)
+		f.hlen += k
+		b = b[k:]
+		if f.hlen == len(f.hdr) {
+			n := int64(binary.BigEndian.Uint32(f.hdr[1:]))
+			if n < 4 {
+				return false
+			}
+			f.left, f.hlen = n-4, 0
+		}
+	}
+	return true
+}
+
+// boundary reports whether the bytes scanned end with a whole message.
+func (f *framer) boundary() bool { return f.hlen == 0 && f.left == 0 }
 
 // kill ends the session with why: the upstream read stops now, and the
 // agent gets why once the message it is receiving is whole.
