@@ -26,7 +26,7 @@ type session struct {
 	agent, up net.Conn
 	killOnce  sync.Once
 	why       atomic.Pointer[pgError] // set by kill: the FATAL error the agent gets
-	fromAgent atomic.Int64 // bytes relayed so far
+	fromAgent atomic.Int64            // bytes relayed so far
 	toAgent   atomic.Int64
 }
 
