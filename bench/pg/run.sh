@@ -57,7 +57,7 @@ databases:
     purpose: pgbench
 YAML
 (cd "$root" && go build -o "$tmp/credproxy" ./cmd/credproxy)
-BENCH_PG_PASSWORD="$pass" "$tmp/credproxy" run --config "$tmp/rules.yaml" --log-level warn >"$tmp/audit.log" 2>"$tmp/credproxy.log" &
+BENCH_PG_PASSWORD="$pass" GOMAXPROCS="${BENCH_GOMAXPROCS:-$(nproc)}" "$tmp/credproxy" run --config "$tmp/rules.yaml" --log-level warn >"$tmp/audit.log" 2>"$tmp/credproxy.log" &
 pid=$!
 for _ in $(seq 100); do
 	pg_isready -q -h 127.0.0.1 -p "$port" && break
@@ -81,13 +81,20 @@ run() {
 	echo "$tps $p50 $avg"
 }
 
+# cpu_ms: credproxy's user+system CPU time so far, in ms (10 ms ticks).
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$pid/stat"; }
+
 printf '%-9s %-6s %10s %9s %9s\n' run round tps p50_ms avg_ms
 declare -a dt lt dp lp
+cpu=0 txns=0
 for r in $(seq "$rounds"); do
 	read -r t p a < <(PGPASSWORD="$pass" run direct -h "$pghost" -p "$pgport" -U credproxy_bench credproxy_bench)
 	printf '%-9s %-6s %10s %9s %9s\n' direct "$r" "$t" "$p" "$a"; dt+=("$t"); dp+=("$p")
+	c0="$(cpu_ms)"
 	read -r t p a < <(PGPASSWORD= run listener -h 127.0.0.1 -p "$port" -U agent whatever)
 	printf '%-9s %-6s %10s %9s %9s\n' listener "$r" "$t" "$p" "$a"; lt+=("$t"); lp+=("$p")
+	cpu="$(awk -v a="$cpu" -v b="$(cpu_ms)" -v c="$c0" 'BEGIN {print a + b - c}')"
+	txns="$(awk -v a="$txns" -v t="$t" -v s="$secs" 'BEGIN {print a + t * s}')"
 done
 python3 - "${dt[*]}" "${lt[*]}" "${dp[*]}" "${lp[*]}" <<'PY'
 import sys, statistics as s
@@ -95,5 +102,6 @@ d, l, dp, lp = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 print(f"throughput ratio listener/direct: {s.mean(l)/s.mean(d):.3f} (target >= 0.8)")
 print(f"added p50 latency: {s.mean(lp)-s.mean(dp):.3f} ms (target <= 0.2 ms)")
 PY
+awk -v c="$cpu" -v n="$txns" 'BEGIN {printf "credproxy CPU per transaction through the listener: %.1f us (%d ms for %d transactions)\n", c * 1000 / n, c, n}'
 grep -q '"level":"ERROR"' "$tmp/credproxy.log" && { echo "credproxy logged errors:" >&2; cat "$tmp/credproxy.log" >&2; exit 1; }
 exit 0
