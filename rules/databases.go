@@ -3,6 +3,7 @@ package rules
 import (
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -107,6 +108,9 @@ func (l *loader) checkDatabases(c *Config) {
 		}
 		l.checkDBUpstream(d.Upstream, join(field, "upstream"))
 		l.checkDBCredential(c, d, field)
+		if len(clients) == 0 && len(d.Identities) > 0 && !slices.Contains(d.Identities, c.Identity) {
+			l.warnf(join(field, "identities"), "database %q: without clients: every agent is identity %q, which is not listed: no agent can connect", d.Name, c.Identity)
+		}
 		for j, id := range d.Identities {
 			if len(clients) > 0 && !clients[id] {
 				l.errf(index(join(field, "identities"), j),

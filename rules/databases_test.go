@@ -2,8 +2,10 @@ package rules
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -26,6 +28,9 @@ func TestLoadDatabases(t *testing.T) {
 			t.Logf("got %+v", *c.Databases[i])
 		}
 		t.Fatalf("Databases differ from %+v %+v", *want[0], *want[1])
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "databases[0].identities: database \"reports\": without clients") {
+		t.Fatalf("warnings = %q, want one about identities without clients", c.Warnings)
 	}
 	if got := c.Databases[1].Upstream.Addr(); got != "127.0.0.1:6432" {
 		t.Fatalf("Addr() = %q", got)
@@ -67,5 +72,31 @@ func TestLoadDatabaseErrors(t *testing.T) {
 	}
 	if len(errs) != len(want) {
 		t.Errorf("%d errors, want %d:\n%v", len(errs), len(want), err)
+	}
+}
+
+func TestREADMEDatabasesExample(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(readme), "<!-- databases-example")
+	if !ok {
+		t.Fatal("README.md has no databases-example marker")
+	}
+	_, block, _ := strings.Cut(after, "```yaml\n")
+	block, _, _ = strings.Cut(block, "```")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "db-ca.pem"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(filepath.Join(dir, "rules.yaml"), []byte(block))
+	if err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	d := c.Databases[0]
+	if d.Name != "reports" || d.Listen != "127.0.0.1:5433" || d.Upstream.Addr() != "db.internal:5432" ||
+		d.Upstream.SSLMode != SSLVerifyFull || d.Credential != "reports-db" {
+		t.Fatalf("the README's example loads as %+v", *d)
 	}
 }
