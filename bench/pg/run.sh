@@ -4,12 +4,13 @@
 #
 #   source scripts/services.sh && bench/pg/run.sh [SECONDS_PER_RUN] [ROUNDS]
 #
-# Defaults: 10 s per run, 2 rounds (direct, listener, direct, listener), 8
+# Defaults: 10 s per run, 2 rounds (direct, bare relay, listener, twice), 8
 # clients, 2 pgbench threads, simple query protocol. It creates (once) the
 # database credproxy_bench (pgbench scale 10) and the login role
 # credproxy_bench on $CREDPROXY_PG_URL's server, and runs credproxy from a
 # fresh build with a static (env) credential for that role: the lease is
-# taken once, so the numbers are the relay's cost. Everything is on
+# taken once, so the numbers are the relay's cost. "bare" is bench/pg/bare,
+# a plain io.Copy TCP relay: the floor for any userspace proxy. Everything is on
 # 127.0.0.1; every run is bounded by -T.
 set -euo pipefail
 secs="${1:-10}"
@@ -21,7 +22,11 @@ command -v pgbench >/dev/null || { echo "pgbench not found (apt-get install post
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tmp="$(mktemp -d)"
 pid=""
-cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
+barepid=""
+cleanup() {
+	for p in $pid $barepid; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+	rm -rf "$tmp"
+}
 trap cleanup EXIT
 
 # A password for this run only (the role's password is reset every run).
@@ -56,7 +61,10 @@ databases:
     credential: bench-db
     purpose: pgbench
 YAML
-(cd "$root" && go build -o "$tmp/credproxy" ./cmd/credproxy)
+(cd "$root" && go build -o "$tmp/credproxy" ./cmd/credproxy && go build -o "$tmp/bare" ./bench/pg/bare)
+bareport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+GOMAXPROCS="${BENCH_GOMAXPROCS:-$(nproc)}" "$tmp/bare" -listen "127.0.0.1:$bareport" -upstream "$pghost:$pgport" 2>"$tmp/bare.log" &
+barepid=$!
 BENCH_PG_PASSWORD="$pass" GOMAXPROCS="${BENCH_GOMAXPROCS:-$(nproc)}" "$tmp/credproxy" run --config "$tmp/rules.yaml" --log-level warn >"$tmp/audit.log" 2>"$tmp/credproxy.log" &
 pid=$!
 for _ in $(seq 100); do
@@ -85,22 +93,24 @@ run() {
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$pid/stat"; }
 
 printf '%-9s %-6s %10s %9s %9s\n' run round tps p50_ms avg_ms
-declare -a dt lt dp lp
+declare -a dt lt dp lp bt bp
 cpu=0 txns=0
 for r in $(seq "$rounds"); do
 	read -r t p a < <(PGPASSWORD="$pass" run direct -h "$pghost" -p "$pgport" -U credproxy_bench credproxy_bench)
 	printf '%-9s %-6s %10s %9s %9s\n' direct "$r" "$t" "$p" "$a"; dt+=("$t"); dp+=("$p")
+	read -r t p a < <(PGPASSWORD="$pass" run bare -h 127.0.0.1 -p "$bareport" -U credproxy_bench credproxy_bench)
+	printf '%-9s %-6s %10s %9s %9s\n' bare "$r" "$t" "$p" "$a"; bt+=("$t"); bp+=("$p")
 	c0="$(cpu_ms)"
 	read -r t p a < <(PGPASSWORD= run listener -h 127.0.0.1 -p "$port" -U agent whatever)
 	printf '%-9s %-6s %10s %9s %9s\n' listener "$r" "$t" "$p" "$a"; lt+=("$t"); lp+=("$p")
 	cpu="$(awk -v a="$cpu" -v b="$(cpu_ms)" -v c="$c0" 'BEGIN {print a + b - c}')"
 	txns="$(awk -v a="$txns" -v t="$t" -v s="$secs" 'BEGIN {print a + t * s}')"
 done
-python3 - "${dt[*]}" "${lt[*]}" "${dp[*]}" "${lp[*]}" <<'PY'
+python3 - "${dt[*]}" "${lt[*]}" "${dp[*]}" "${lp[*]}" "${bt[*]}" "${bp[*]}" <<'PY'
 import sys, statistics as s
-d, l, dp, lp = ([float(x) for x in a.split()] for a in sys.argv[1:5])
-print(f"throughput ratio listener/direct: {s.mean(l)/s.mean(d):.3f} (target >= 0.8)")
-print(f"added p50 latency: {s.mean(lp)-s.mean(dp):.3f} ms (target <= 0.2 ms)")
+d, l, dp, lp, b, bp = ([float(x) for x in a.split()] for a in sys.argv[1:7])
+print(f"throughput ratio listener/direct: {s.mean(l)/s.mean(d):.3f} (target >= 0.8); bare relay/direct: {s.mean(b)/s.mean(d):.3f}; listener/bare: {s.mean(l)/s.mean(b):.3f}")
+print(f"added p50 latency: listener {s.mean(lp)-s.mean(dp):.3f} ms (target <= 0.2 ms), bare relay {s.mean(bp)-s.mean(dp):.3f} ms")
 PY
 awk -v c="$cpu" -v n="$txns" 'BEGIN {printf "credproxy CPU per transaction through the listener: %.1f us (%d ms for %d transactions)\n", c * 1000 / n, c, n}'
 grep -q '"level":"ERROR"' "$tmp/credproxy.log" && { echo "credproxy logged errors:" >&2; cat "$tmp/credproxy.log" >&2; exit 1; }
