@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 
@@ -54,4 +55,12 @@ func startDatabases(cfg *rules.Config, mgr *lease.Manager, m *metrics.Metrics, l
 		return nil, errors.Join(fmt.Errorf("databases: %s: %w", db.Name, err), stop(context.Background()))
 	}
 	return stop, nil
+}
+
+// printDatabases lists the databases: entries for `credproxy check`.
+func printDatabases(w io.Writer, cfg *rules.Config) {
+	for _, d := range cfg.Databases {
+		fmt.Fprintf(w, "  database %-12s listen=%s upstream=%s/%s sslmode=%s credential=%s\n",
+			d.Name, d.Listen, d.Upstream.Addr(), d.Upstream.Database, d.Upstream.SSLMode, d.Credential)
+	}
 }

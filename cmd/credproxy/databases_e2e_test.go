@@ -57,6 +57,11 @@ func TestDatabaseListenerEndToEnd(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "vault-token"), []byte(vs.RootToken+"\n"), 0o600)
 	cfgFile := filepath.Join(dir, "rules.yaml")
 	os.WriteFile(cfgFile, fmt.Appendf(nil, databaseRules, vs.Addr, listen, up.Hostname(), up.Port(), strings.TrimPrefix(up.Path, "/")), 0o600)
+	var out, errOut strings.Builder
+	if code := cmdCheck([]string{"--config", cfgFile}, &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), "database reports") || !strings.Contains(out.String(), "credential=reports-db") {
+		t.Fatalf("credproxy check: %d\n%s%s", code, out.String(), errOut.String())
+	}
 	s := startServe(t, mustLoad(t, cfgFile))
 
 	host, port, _ := net.SplitHostPort(listen)
