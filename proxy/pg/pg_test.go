@@ -189,3 +189,28 @@ func sleeping(t *testing.T, a *pgx.Conn, prefix string) bool {
 	}
 	return n > 0
 }
+
+// The agent's startup parameters reach the upstream, except user and
+// database (the config decides) and replication (refused).
+func TestStartupParameters(t *testing.T) {
+	h := newHarness(t, policy)
+	db := database(t, "reports", "reports-db")
+	addr, _ := h.serve(db)
+	cfg := agentConfig(t, addr, "agent")
+	cfg.Database = "not-the-configured-one"
+	cfg.RuntimeParams = map[string]string{"application_name": "nightly-report", "search_path": "pg_catalog"}
+	c := connectConfig(t, cfg)
+	var app, dbname, path string
+	if err := c.QueryRow(t.Context(), "SELECT current_setting('application_name'), current_database(), current_setting('search_path')").
+		Scan(&app, &dbname, &path); err != nil {
+		t.Fatal(err)
+	}
+	if app != "nightly-report" || dbname != db.Upstream.Database || path != "pg_catalog" {
+		t.Fatalf("upstream session: application_name %q, database %q, search_path %q", app, dbname, path)
+	}
+	cfg = agentConfig(t, addr, "agent")
+	cfg.RuntimeParams = map[string]string{"replication": "database"}
+	if pe := connectConfigErr(t, cfg); pe.Code != "0A000" {
+		t.Fatalf("replication connection: %s %q, want 0A000", pe.Code, pe.Message)
+	}
+}
