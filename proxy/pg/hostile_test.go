@@ -154,3 +154,35 @@ func TestHostileAfterStartup(t *testing.T) {
 		t.Fatalf("next connection: %q", u)
 	}
 }
+
+// With client logins, a password message claiming 2^31 bytes is refused
+// unread, and a wrong token gets 28P01 without a lease being taken.
+func TestHostilePasswordMessage(t *testing.T) {
+	h := newBareHarness(t)
+	auth := func(user, pass string) (string, bool) { return user, pass == "sk-test-client-token-0123" }
+	addr, _ := h.serve(database(t, "reports", "reports-db"), func(o *pg.Options) { o.Authenticate = auth })
+	startup, _ := (&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
+		Parameters: map[string]string{"user": "agent-a"}}).Encode(nil)
+
+	c := dial(t, addr)
+	_, _ = c.Write(startup)
+	fe := pgproto3.NewFrontend(c, io.Discard)
+	if msg, err := fe.Receive(); err != nil {
+		t.Fatalf("want a password request: %v", err)
+	} else if _, ok := msg.(*pgproto3.AuthenticationCleartextPassword); !ok {
+		t.Fatalf("want AuthenticationCleartextPassword, got %T", msg)
+	}
+	_, _ = c.Write([]byte{'p', 0x80, 0, 0, 0})
+	wantErrorResponse(t, readAll(t, c), "08P01")
+
+	c = dial(t, addr)
+	_, _ = c.Write(startup)
+	fe = pgproto3.NewFrontend(c, io.Discard)
+	_, _ = fe.Receive()
+	pw, _ := (&pgproto3.PasswordMessage{Password: "sk-test-wrong-token"}).Encode(nil)
+	_, _ = c.Write(pw)
+	wantErrorResponse(t, readAll(t, c), "28P01")
+	if n := len(h.mgr.List()); n != 0 {
+		t.Fatalf("%d leases taken for refused agents, want 0", n)
+	}
+}
