@@ -135,7 +135,14 @@ func (l *loader) checkDBUpstream(u DBUpstream, field string) {
 		if u.CAFile != "" {
 			l.errf(join(field, "caFile"), "only applies to sslmode require or verify-full")
 		}
-	case SSLRequire, SSLVerifyFull:
+		if u.Host != "" && !isLoopback(u.Host) {
+			l.warnf(join(field, "sslmode"), "sslmode disable: the login and every query cross the network to %s unencrypted", u.Host)
+		}
+	case SSLRequire:
+		if u.CAFile == "" {
+			l.warnf(join(field, "sslmode"), "sslmode require without caFile does not authenticate %s: a man in the middle can take the session; set caFile or use verify-full", u.Host)
+		}
+	case SSLVerifyFull:
 	default:
 		l.errf(join(field, "sslmode"), "must be disable, require or verify-full, not %q", u.SSLMode)
 	}

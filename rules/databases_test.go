@@ -100,3 +100,23 @@ func TestREADMEDatabasesExample(t *testing.T) {
 		t.Fatalf("the README's example loads as %+v", *d)
 	}
 }
+
+func TestDatabaseTLSWarnings(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_DB_PASSWORD", "sk-test-db-password")
+	base := "credentials:\n  db: {source: env, env: CREDPROXY_TEST_DB_PASSWORD}\ndatabases:\n"
+	for _, tt := range []struct{ upstream, want string }{
+		{"{host: db.internal, database: d, user: u, sslmode: disable}", "sslmode disable: the login and every query cross the network to db.internal unencrypted"},
+		{"{host: db.internal, database: d, user: u, sslmode: require}", "sslmode require without caFile does not authenticate db.internal"},
+		{"{host: 127.0.0.1, database: d, user: u, sslmode: disable}", ""},
+		{"{host: db.internal, database: d, user: u}", ""},
+	} {
+		c, err := Parse("test.yaml", []byte(base+"  - {name: x, listen: 127.0.0.1:5433, credential: db, upstream: "+tt.upstream+"}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.upstream, err)
+		}
+		got := strings.Join(c.Warnings, "\n")
+		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: warnings %q, want %q", tt.upstream, got, tt.want)
+		}
+	}
+}
