@@ -35,7 +35,7 @@ func NewDatabases(m *Metrics) *Databases {
 		}, []string{"database"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credproxy_database_bytes_total",
-			Help: "Bytes relayed on closed database connections, by database and direction (from_agent, to_agent).",
+			Help: "Bytes relayed by database connections, by database and direction (from_agent, to_agent).",
 		}, []string{"database", "direction"}),
 		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "credproxy_database_auth_failures_total",
@@ -53,15 +53,23 @@ func (d *Databases) ConnOpened(db string) {
 	}
 }
 
-// ConnClosed records a relayed connection's end: its duration and bytes.
-func (d *Databases) ConnClosed(db string, dur time.Duration, fromAgent, toAgent int64) {
+// ConnClosed records a relayed connection's end and duration.
+func (d *Databases) ConnClosed(db string, dur time.Duration) {
 	if d == nil {
 		return
 	}
 	d.open.WithLabelValues(db).Dec()
 	d.duration.WithLabelValues(db).Observe(dur.Seconds())
-	d.bytes.WithLabelValues(db, "from_agent").Add(float64(fromAgent))
-	d.bytes.WithLabelValues(db, "to_agent").Add(float64(toAgent))
+}
+
+// Relayed returns counters of db's bytes relayed each way, resolved once so
+// that the relay's per-chunk call is one atomic add.
+func (d *Databases) Relayed(db string) (fromAgent, toAgent func(n int)) {
+	if d == nil {
+		return func(int) {}, func(int) {}
+	}
+	in, out := d.bytes.WithLabelValues(db, "from_agent"), d.bytes.WithLabelValues(db, "to_agent")
+	return func(n int) { in.Add(float64(n)) }, func(n int) { out.Add(float64(n)) }
 }
 
 // AuthFailed counts an upstream login refused.

@@ -11,7 +11,11 @@ func TestDatabasesMoveTheirSeries(t *testing.T) {
 	srv := serveAdmin(t, AdminOptions{Metrics: m})
 	d.ConnOpened("reports")
 	d.ConnOpened("reports")
-	d.ConnClosed("reports", 2*time.Second, 100, 5000)
+	in, out := d.Relayed("reports")
+	in(60)
+	in(40)
+	out(5000)
+	d.ConnClosed("reports", 2*time.Second)
 	d.AuthFailed("warehouse")
 	got := series(scrape(t, srv))
 	for k, want := range map[string]float64{
@@ -28,6 +32,9 @@ func TestDatabasesMoveTheirSeries(t *testing.T) {
 	}
 	var nilD *Databases
 	nilD.ConnOpened("x")
-	nilD.ConnClosed("x", time.Second, 1, 1)
+	nilD.ConnClosed("x", time.Second)
+	a, b := nilD.Relayed("x")
+	a(1)
+	b(1)
 	nilD.AuthFailed("x")
 }

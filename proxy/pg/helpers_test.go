@@ -45,12 +45,14 @@ type observer struct {
 }
 
 func (o *observer) ConnOpened(string) { o.mu.Lock(); o.open++; o.mu.Unlock() }
-func (o *observer) ConnClosed(_ string, _ time.Duration, in, out int64) {
+func (o *observer) ConnClosed(string, time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.closed++
-	o.fromAgent += in
-	o.toAgent += out
+}
+func (o *observer) Relayed(string) (func(int), func(int)) {
+	return func(n int) { o.mu.Lock(); o.fromAgent += int64(n); o.mu.Unlock() },
+		func(n int) { o.mu.Lock(); o.toAgent += int64(n); o.mu.Unlock() }
 }
 func (o *observer) AuthFailed(string) { o.mu.Lock(); o.authFail++; o.mu.Unlock() }
 func (o *observer) get() (open, closed, authFail int, in, out int64) {

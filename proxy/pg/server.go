@@ -31,15 +31,21 @@ type Credentials interface {
 // Observer receives a Server's measurements; metrics.Databases implements it.
 type Observer interface {
 	ConnOpened(database string)
-	ConnClosed(database string, d time.Duration, fromAgent, toAgent int64)
+	ConnClosed(database string, d time.Duration)
 	AuthFailed(database string) // the upstream refused the leased login
+	// Relayed returns the functions the relay calls with every chunk of
+	// bytes it passes on, so that long sessions are counted as they go.
+	// A Server calls it once.
+	Relayed(database string) (fromAgent, toAgent func(n int))
 }
 
 type nopObserver struct{}
 
-func (nopObserver) ConnOpened(string)                              {}
-func (nopObserver) ConnClosed(string, time.Duration, int64, int64) {}
-func (nopObserver) AuthFailed(string)                              {}
+func (nopObserver) ConnOpened(string)                     {}
+func (nopObserver) ConnClosed(string, time.Duration)      {}
+func (nopObserver) AuthFailed(string)                     {}
+func (nopObserver) Relayed(string) (func(int), func(int)) { return nop, nop }
+func nop(int)                                             {}
 
 // Options configure a Server. Database and Credentials are required.
 type Options struct {
@@ -66,9 +72,11 @@ type Server struct {
 	creds Credentials
 	o     Options
 	obs   Observer
-	log   *slog.Logger
-	base  *pgconn.Config // the upstream connection without user and password
-	use   lease.Use
+	// relayed counts bytes each way as they are relayed (Observer.Relayed).
+	fromAgent, toAgent func(n int)
+	log                *slog.Logger
+	base               *pgconn.Config // the upstream connection without user and password
+	use                lease.Use
 
 	mu     sync.Mutex
 	closed bool
@@ -99,8 +107,9 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	fromAgent, toAgent := o.Observer.Relayed(o.Database.Name)
 	return &Server{
-		db: o.Database, creds: o.Credentials, o: o, obs: o.Observer,
+		db: o.Database, creds: o.Credentials, o: o, obs: o.Observer, fromAgent: fromAgent, toAgent: toAgent,
 		log:  o.Logger.With("database", o.Database.Name),
 		base: base, use: lease.Use{Rule: o.Database.Name, Purpose: o.Database.Purpose},
 		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*session{}, keys: map[uint32]cancelKey{},

@@ -23,6 +23,7 @@ const killWriteTimeout = 5 * time.Second
 
 // session is one agent connection relayed to its upstream backend.
 type session struct {
+	s         *Server
 	agent, up net.Conn
 	killOnce  sync.Once
 	why       atomic.Pointer[pgError] // set by kill: the FATAL error the agent gets
@@ -58,7 +59,7 @@ func (s *Server) open(c net.Conn, sm *pgproto3.StartupMessage, identity string, 
 		s.refuse(c, s.upstreamError(err, ticket, pass))
 		return
 	}
-	ss := &session{agent: c, up: hj.Conn}
+	ss := &session{s: s, agent: c, up: hj.Conn}
 	pid, secret, ok := s.register(ss, hj)
 	if !ok {
 		hj.Conn.Close()
@@ -77,7 +78,7 @@ func (s *Server) open(c net.Conn, sm *pgproto3.StartupMessage, identity string, 
 	opened := time.Now()
 	ss.relay(hold.Ended(), s.leaseEnded())
 	d := time.Since(opened)
-	s.obs.ConnClosed(s.db.Name, d, ss.fromAgent.Load(), ss.toAgent.Load())
+	s.obs.ConnClosed(s.db.Name, d)
 	s.log.Info("pg: connection closed", append(attrs, "duration", d, "bytes_from_agent", ss.fromAgent.Load(),
 		"bytes_to_agent", ss.toAgent.Load(), "terminated", ss.why.Load() != nil)...)
 }
@@ -153,6 +154,7 @@ func (ss *session) relay(ended <-chan struct{}, why *pgError) {
 					break
 				}
 				ss.fromAgent.Add(int64(n))
+				ss.s.fromAgent(n)
 			}
 			if err != nil {
 				break
@@ -189,6 +191,7 @@ func (ss *session) toAgentLoop() {
 				return
 			}
 			ss.toAgent.Add(int64(n))
+			ss.s.toAgent(n)
 		}
 		if err != nil {
 			break
