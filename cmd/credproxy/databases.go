@@ -37,7 +37,8 @@ func startDatabases(cfg *rules.Config, mgr *lease.Manager, m *metrics.Metrics, l
 		auth = cfg.Authenticate
 	}
 	for _, db := range cfg.Databases {
-		s, err := pg.New(pg.Options{Database: db, Credentials: mgr, Identity: cfg.Identity, Authenticate: auth, Observer: obs, Logger: log})
+		s, err := pg.New(pg.Options{Database: db, Credentials: mgr, Identity: cfg.Identity, Authenticate: auth,
+			Observer: obs, Logger: log, MaxConnections: cfg.Limits.MaxConnections})
 		if err == nil {
 			var ln net.Listener
 			if ln, err = net.Listen("tcp", db.Listen); err == nil {

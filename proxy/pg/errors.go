@@ -14,6 +14,7 @@ const (
 	codeInvalidPassword      = "28P01"
 	codeNotSupported         = "0A000"
 	codeAdminShutdown        = "57P01"
+	codeTooManyConnections   = "53300"
 )
 
 // pgError is a FATAL ErrorResponse for the agent. Its message names the

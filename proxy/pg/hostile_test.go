@@ -186,3 +186,25 @@ func TestHostilePasswordMessage(t *testing.T) {
 		t.Fatalf("%d leases taken for refused agents, want 0", n)
 	}
 }
+
+// Over MaxConnections (counting startups), an agent is refused with 53300.
+func TestConnectionLimit(t *testing.T) {
+	h := newBareHarness(t)
+	addr, _ := h.serve(database(t, "reports", "reports-db"), func(o *pg.Options) { o.MaxConnections = 2 })
+	held := []net.Conn{dial(t, addr), dial(t, addr)}
+	for _, c := range held { // each sends half a startup: both count until the timeout
+		_, _ = c.Write(startupLength(100)[:4])
+	}
+	var b []byte
+	for range 50 { // the two may not be accepted yet
+		b = readAll(t, dial(t, addr))
+		if len(b) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantErrorResponse(t, b, "53300")
+	for _, c := range held {
+		c.Close()
+	}
+}

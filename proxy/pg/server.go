@@ -9,6 +9,7 @@ package pg
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -64,6 +65,9 @@ type Options struct {
 	StartupTimeout time.Duration
 	// DialTimeout bounds the upstream connect and login (default 10s).
 	DialTimeout time.Duration
+	// MaxConnections bounds the agent connections held at once, starting up
+	// or relayed (0: no bound); more are refused with SQLSTATE 53300.
+	MaxConnections int
 }
 
 // Server serves one database's listener. Close stops it.
@@ -146,9 +150,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		if !s.track(c) {
+		switch s.track(c) {
+		case errClosed:
 			c.Close()
 			return ErrServerClosed
+		case errFull:
+			go s.refuseFull(c)
+			continue
 		}
 		go func() {
 			defer s.wg.Done()
@@ -163,16 +171,33 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// track registers a new connection unless the server is closed.
-func (s *Server) track(c net.Conn) bool {
+var (
+	errClosed = errors.New("closed")
+	errFull   = errors.New("full")
+)
+
+// track registers a new connection unless the server is closed or full.
+func (s *Server) track(c net.Conn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return false
+	switch {
+	case s.closed:
+		return errClosed
+	case s.o.MaxConnections > 0 && len(s.conns) >= s.o.MaxConnections:
+		return errFull
 	}
 	s.conns[c] = nil
 	s.wg.Add(1)
-	return true
+	return nil
+}
+
+// refuseFull tells an agent over the connection limit so, briefly.
+func (s *Server) refuseFull(c net.Conn) {
+	s.log.Warn("pg: connection refused: limit reached", "limit", s.o.MaxConnections)
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	s.refuse(c, &pgError{codeTooManyConnections, fmt.Sprintf(
+		"credproxy: too many connections to database %q (at most %d)", s.db.Name, s.o.MaxConnections)})
+	c.Close()
 }
 
 // Close stops accepting, ends every open connection with a FATAL error
