@@ -94,6 +94,9 @@ type lease struct {
 	busy     bool      // a renewal or rotation is in flight
 	dropped  bool      // no longer held: no Get may hand it out
 	retireAt time.Time // rotated out: revoke then (zero: not rotated out)
+
+	holds int           // open Holds (hold.go): in use, never idle; kept past retireAt
+	ended chan struct{} // closed when a held lease is dropped (hold.go)
 }
 
 func newLeaseID() string {
@@ -177,7 +180,7 @@ func (l *lease) mustRotate(now time.Time) bool {
 
 func (l *lease) idle(now time.Time) bool {
 	t := l.cred.Policy.IdleTimeout
-	return t > 0 && now.Sub(l.lastUsed) >= t
+	return t > 0 && l.holds == 0 && now.Sub(l.lastUsed) >= t
 }
 
 func (l *lease) info() Info {

@@ -139,6 +139,7 @@ func (m *Manager) dropLocked(l *lease) {
 		return
 	}
 	l.dropped = true
+	l.endHolds()
 	delete(m.leases, l.id)
 	if s := m.scopes[l.key]; s != nil && s.cur == l {
 		s.cur = nil

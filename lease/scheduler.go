@@ -78,9 +78,12 @@ func (m *Manager) tick() time.Time {
 func (l *lease) due() time.Time {
 	t := l.expires
 	if !l.retireAt.IsZero() {
+		if l.holds > 0 { // kept until released (hold.go) or expired
+			return t
+		}
 		return earliest(t, l.retireAt)
 	}
-	if idle := l.cred.Policy.IdleTimeout; idle > 0 {
+	if idle := l.cred.Policy.IdleTimeout; idle > 0 && l.holds == 0 {
 		t = earliest(t, l.lastUsed.Add(idle))
 	}
 	if l.cred.Policy.AutoRenew {
@@ -93,8 +96,8 @@ func (l *lease) due() time.Time {
 // lease used within its idle timeout: an idle one is revoked instead.
 func (m *Manager) stepLocked(l *lease, now time.Time) {
 	switch {
-	case !l.retireAt.IsZero(): // rotated out: revoked at retireAt, never later than expiry
-		if !now.Before(l.retireAt) {
+	case !l.retireAt.IsZero() && (l.holds == 0 || now.Before(l.expires)): // rotated out: revoked at retireAt, never later than expiry
+		if !now.Before(l.retireAt) && l.holds == 0 {
 			m.retireLocked(l, reasonRotated)
 		}
 	case !now.Before(l.expires):
@@ -184,6 +187,9 @@ func (m *Manager) finishRotate(old *lease, g Grant, err error, start time.Time) 
 	}
 	l := newLease(old.cred, old.key, g, start, old.lastIdentity, old.lastUse)
 	l.lastUsed = old.lastUsed
+	if old.holds > 0 { // held (hold.go): in use right now
+		l.lastUsed = now
+	}
 	installed, _ := m.installLocked(l, old)
 	if installed && !old.dropped {
 		// A request that got old's value just before the switch may still be

@@ -42,6 +42,8 @@ type Config struct {
 	// file order. When set, every request must carry Proxy-Authorization and
 	// its client's name is the identity; when empty, Identity is.
 	Clients []*Client
+	// Databases are the PostgreSQL listeners (`databases:`), in file order.
+	Databases []*Database
 
 	// Warnings are problems that do not stop a start, such as a credential
 	// whose env var is not set: its rule then answers 502 naming it.

@@ -128,6 +128,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  rule %-16s hosts=%v paths=%v methods=%v credential=%s\n",
 			r.Name, r.Hosts, r.Paths, r.Methods, r.Credential)
 	}
+	printDatabases(stdout, cfg)
 	return 0
 }
 

@@ -133,6 +133,12 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		return errors.Join(err, mgr.Shutdown(context.Background()))
 	}
 	defer p.Close()
+	stopDatabases, err := startDatabases(cfg, mgr, m, log)
+	if err != nil {
+		proxyLn.Close()
+		adminLn.Close()
+		return errors.Join(err, mgr.Shutdown(context.Background()))
+	}
 	m.WatchLimits(p.Inflight, p.Connections, p.Limits().MaxInflight, p.Limits().MaxConnections)
 	rl.attach(p, mgr)
 	if err := rl.startTriggers(ctx, o); err != nil {
@@ -180,10 +186,10 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	}
 	ready.Store(false)
 	log.Info("shutting down: draining requests, then revoking leases")
-	return errors.Join(serveErr, shutdown(log, proxySrv, adminSrv, p, mgr))
+	return errors.Join(serveErr, shutdown(log, proxySrv, adminSrv, p, mgr, stopDatabases))
 }
 
-func shutdown(log *slog.Logger, proxySrv, adminSrv *http.Server, p *proxy.Proxy, mgr *lease.Manager) error {
+func shutdown(log *slog.Logger, proxySrv, adminSrv *http.Server, p *proxy.Proxy, mgr *lease.Manager, stopDatabases func(context.Context) error) error {
 	drainCtx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
 	defer cancel()
 	var errs []error
@@ -195,6 +201,9 @@ func shutdown(log *slog.Logger, proxySrv, adminSrv *http.Server, p *proxy.Proxy,
 	}
 	if err := <-done; err != nil {
 		log.Warn("drain ran out of time", "err", err)
+	}
+	if err := stopDatabases(drainCtx); err != nil {
+		errs = append(errs, fmt.Errorf("database listeners: %w", err))
 	}
 	revokeCtx, cancel2 := context.WithTimeout(context.Background(), shutdownBudget)
 	defer cancel2()
