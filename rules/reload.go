@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"reflect"
 )
 
@@ -44,10 +45,12 @@ func (c *Config) CredentialDefinition(name string) string {
 // RestartOnly copies into loaded the settings a running credproxy took at
 // start and cannot change, from running, and names those whose value
 // differed: listen, admin (its listener and token file), ca, upstream,
-// limits, certCacheSize, audit. loaded must not be in use yet. Everything
-// else (rules, credentials, sources, clients, identity, unmatched, leases)
-// is the new file's.
-func RestartOnly(running, loaded *Config) []string {
+// limits, certCacheSize, audit, databases (their listeners run from start).
+// loaded must not be in use yet. Everything else (rules, credentials,
+// sources, clients, identity, unmatched, leases) is the new file's. A kept
+// database whose credential loaded no longer has is an error: its listener
+// would have nothing to log in with.
+func RestartOnly(running, loaded *Config) ([]string, error) {
 	var changed []string
 	keep := func(name string, same bool, restore func()) {
 		if !same {
@@ -64,5 +67,23 @@ func RestartOnly(running, loaded *Config) []string {
 	keep("limits", running.Limits == loaded.Limits, func() { loaded.Limits = running.Limits })
 	keep("certCacheSize", running.CertCacheSize == loaded.CertCacheSize, func() { loaded.CertCacheSize = running.CertCacheSize })
 	keep("audit", running.Audit == loaded.Audit, func() { loaded.Audit = running.Audit })
-	return changed
+	keep("databases", reflect.DeepEqual(dbsWithoutLines(running.Databases), dbsWithoutLines(loaded.Databases)),
+		func() { loaded.Databases = running.Databases })
+	for _, d := range loaded.Databases {
+		if loaded.Credentials[d.Credential] == nil {
+			return changed, fmt.Errorf("%s: databases.%s.credential: %q is gone from the new file, but the running listener %s uses it (a restart applies a change to databases)",
+				loaded.Path, d.Name, d.Credential, d.Listen)
+		}
+	}
+	return changed, nil
+}
+
+// dbsWithoutLines is dbs with their line numbers zeroed, to compare configs.
+func dbsWithoutLines(dbs []*Database) []Database {
+	out := make([]Database, len(dbs))
+	for i, d := range dbs {
+		out[i] = *d
+		out[i].Line = 0
+	}
+	return out
 }

@@ -69,14 +69,17 @@ func TestCredentialDefinition(t *testing.T) {
 func TestRestartOnly(t *testing.T) {
 	running := parseReload(t, reloadBase)
 	same := parseReload(t, reloadBase)
-	if got := RestartOnly(running, same); len(got) != 0 {
-		t.Errorf("RestartOnly on an unchanged file = %q, want none", got)
+	if got, err := RestartOnly(running, same); len(got) != 0 || err != nil {
+		t.Errorf("RestartOnly on an unchanged file = %q, %v, want none", got, err)
 	}
 	changed := parseReload(t, strings.NewReplacer(
 		"listen: 127.0.0.1:3128", "listen: 127.0.0.1:3129\nca: {cert: /tmp/other-ca.pem, key: /tmp/other-ca-key.pem}\nlimits: {maxInflight: 7}",
 		"api.example.test", "new.example.test",
 	).Replace(reloadBase))
-	got := RestartOnly(running, changed)
+	got, err := RestartOnly(running, changed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if want := []string{"listen", "ca", "limits"}; !slices.Equal(got, want) {
 		t.Errorf("RestartOnly = %q, want %q", got, want)
 	}
@@ -85,5 +88,24 @@ func TestRestartOnly(t *testing.T) {
 	}
 	if changed.Rules[0].Hosts[0] != "new.example.test" {
 		t.Errorf("the new rules were not kept: hosts %q", changed.Rules[0].Hosts)
+	}
+}
+
+// A database listener runs from start: a reload keeps the running entries,
+// and refuses a file that drops the credential one of them logs in with.
+func TestRestartOnlyDatabases(t *testing.T) {
+	const db = "databases:\n  - {name: reports, listen: 127.0.0.1:5433, upstream: {host: 127.0.0.1, database: reports, sslmode: disable}, credential: db}\n"
+	running := parseReload(t, reloadBase+db)
+	moved := parseReload(t, reloadBase+strings.Replace(db, "5433", "5434", 1))
+	got, err := RestartOnly(running, moved)
+	if err != nil || !slices.Equal(got, []string{"databases"}) {
+		t.Fatalf("RestartOnly = %q, %v; want databases named as restart-only", got, err)
+	}
+	if moved.Databases[0].Listen != "127.0.0.1:5433" {
+		t.Errorf("the running listener was not kept: %s", moved.Databases[0].Listen)
+	}
+	gone := parseReload(t, strings.Replace(reloadBase, "  db: {source: vault, path: database/creds/ro, ttl: 5m}\n", "", 1))
+	if _, err := RestartOnly(running, gone); err == nil || !strings.Contains(err.Error(), "databases.reports.credential") {
+		t.Errorf("RestartOnly with the database's credential removed: %v; want an error naming databases.reports.credential", err)
 	}
 }

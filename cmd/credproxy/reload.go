@@ -128,7 +128,11 @@ func (r *Reloader) reloadLocked(ctx context.Context) error {
 	for _, w := range cfg.Warnings {
 		r.log.Warn(w)
 	}
-	if changed := rules.RestartOnly(r.cfg, cfg); len(changed) > 0 {
+	changed, err := rules.RestartOnly(r.cfg, cfg)
+	if err != nil {
+		return err
+	}
+	if len(changed) > 0 {
 		r.log.Warn("config reload: these settings changed but only apply after a restart; the running values are kept",
 			"file", r.path, "settings", changed)
 	}
