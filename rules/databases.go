@@ -13,7 +13,7 @@ import (
 // SSL modes of a database's upstream connection, named as libpq names them.
 const (
 	SSLDisable    = "disable"     // plain TCP: the login crosses the network in the clear
-	SSLRequire    = "require"     // TLS; as libpq: the server is verified only against caFile, if set
+	SSLRequire    = "require"     // TLS, the chain verified against caFile (required), not the host name: libpq's verify-ca
 	SSLVerifyFull = "verify-full" // TLS, chain (system roots + caFile) and host name verified
 )
 
@@ -136,11 +136,15 @@ func (l *loader) checkDBUpstream(u DBUpstream, field string) {
 			l.errf(join(field, "caFile"), "only applies to sslmode require or verify-full")
 		}
 		if u.Host != "" && !isLoopback(u.Host) {
-			l.warnf(join(field, "sslmode"), "sslmode disable: the login and every query cross the network to %s unencrypted", u.Host)
+			// The leased login would cross the network in the clear: a
+			// credential only leaves over TLS that credproxy verified.
+			l.errf(join(field, "sslmode"), "disable is only for a loopback upstream: to %s the login would cross the network unencrypted; use verify-full", u.Host)
 		}
 	case SSLRequire:
 		if u.CAFile == "" {
-			l.warnf(join(field, "sslmode"), "sslmode require without caFile does not authenticate %s: a man in the middle can take the session; set caFile or use verify-full", u.Host)
+			// Upstream TLS is always verified: require checks the chain
+			// against caFile (libpq's verify-ca), so it needs one.
+			l.errf(join(field, "caFile"), "required with sslmode require (the server's chain is verified against it); or use verify-full")
 		}
 	case SSLVerifyFull:
 	default:

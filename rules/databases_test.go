@@ -101,22 +101,26 @@ func TestREADMEDatabasesExample(t *testing.T) {
 	}
 }
 
-func TestDatabaseTLSWarnings(t *testing.T) {
+// A leased login only leaves over TLS credproxy verifies: sslmode disable
+// is for a loopback upstream only, and require needs the caFile its chain
+// is verified against.
+func TestDatabaseTLSRules(t *testing.T) {
 	t.Setenv("CREDPROXY_TEST_DB_PASSWORD", "sk-test-db-password")
 	base := "credentials:\n  db: {source: env, env: CREDPROXY_TEST_DB_PASSWORD}\ndatabases:\n"
-	for _, tt := range []struct{ upstream, want string }{
-		{"{host: db.internal, database: d, user: u, sslmode: disable}", "sslmode disable: the login and every query cross the network to db.internal unencrypted"},
-		{"{host: db.internal, database: d, user: u, sslmode: require}", "sslmode require without caFile does not authenticate db.internal"},
+	for _, tt := range []struct{ upstream, wantErr string }{
+		{"{host: db.internal, database: d, user: u, sslmode: disable}", "test.yaml:4: databases[0].upstream.sslmode: disable is only for a loopback upstream"},
+		{"{host: db.internal, database: d, user: u, sslmode: require}", "test.yaml:4: databases[0].upstream.caFile: required with sslmode require"},
 		{"{host: 127.0.0.1, database: d, user: u, sslmode: disable}", ""},
 		{"{host: db.internal, database: d, user: u}", ""},
 	} {
 		c, err := Parse("test.yaml", []byte(base+"  - {name: x, listen: 127.0.0.1:5433, credential: db, upstream: "+tt.upstream+"}\n"))
-		if err != nil {
-			t.Fatalf("%s: %v", tt.upstream, err)
-		}
-		got := strings.Join(c.Warnings, "\n")
-		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
-			t.Errorf("%s: warnings %q, want %q", tt.upstream, got, tt.want)
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tt.upstream, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("%s: error %v, want %q", tt.upstream, err, tt.wantErr)
+		case err == nil && len(c.Warnings) != 0:
+			t.Errorf("%s: warnings %q, want none", tt.upstream, c.Warnings)
 		}
 	}
 }

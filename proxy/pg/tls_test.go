@@ -12,8 +12,8 @@ import (
 )
 
 // The upstream TLS follows sslmode: verify-full checks the chain and the
-// name and never falls back to plain TCP; require encrypts (verifying the
-// chain only against caFile, when set).
+// name and never falls back to plain TCP; require verifies the chain
+// against caFile (libpq's verify-ca), and pg.New refuses it without one.
 func TestUpstreamTLS(t *testing.T) {
 	h := newHarness(t, policy)
 	a := admin(t)
@@ -46,9 +46,13 @@ func TestUpstreamTLS(t *testing.T) {
 	}{
 		{"verify-full", "localhost", rules.SSLVerifyFull, certFile, true},
 		{"verify-full-wrong-name", "127.0.0.1", rules.SSLVerifyFull, certFile, false},
-		{"require", "127.0.0.1", rules.SSLRequire, "", true},
 		{"require-ca", "127.0.0.1", rules.SSLRequire, certFile, true},
 		{"require-wrong-ca", "127.0.0.1", rules.SSLRequire, otherCA, false},
+	}
+	noCA := database(t, "require-no-ca", "reports-db")
+	noCA.Upstream.SSLMode = rules.SSLRequire
+	if _, err := pg.New(pg.Options{Database: noCA, Credentials: h.mgr}); err == nil || !strings.Contains(err.Error(), "caFile") {
+		t.Errorf("pg.New with sslmode require and no caFile: %v; want refused (upstream TLS is always verified)", err)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

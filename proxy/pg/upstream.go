@@ -40,10 +40,10 @@ func baseConfig(u rules.DBUpstream, dialTimeout time.Duration) (*pgconn.Config, 
 	return cfg, nil
 }
 
-// tlsConfig follows libpq's sslmode. verify-full checks the chain (system
-// roots plus caFile) and the host name. require encrypts; like libpq it
-// authenticates the server only when caFile is set (then against caFile
-// alone, as verify-ca): without caFile a man in the middle is not detected.
+// tlsConfig follows libpq's sslmode, except that upstream TLS is always
+// verified: verify-full checks the chain (system roots plus caFile) and the
+// host name; require checks the chain against caFile alone (libpq's
+// verify-ca), and rules refuses a require without caFile.
 func tlsConfig(u rules.DBUpstream) (*tls.Config, error) {
 	var extra *x509.CertPool
 	if u.CAFile != "" {
@@ -70,11 +70,13 @@ func tlsConfig(u rules.DBUpstream) (*tls.Config, error) {
 		}
 		return &tls.Config{ServerName: u.Host, RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 	case rules.SSLRequire:
-		c := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // libpq's sslmode=require; see above
-		if extra != nil {
-			c.VerifyPeerCertificate = verifyChain(extra)
+		if extra == nil {
+			return nil, fmt.Errorf("pg: sslmode require needs caFile: the server's chain is verified against it")
 		}
-		return c, nil
+		// The chain is verified by verifyChain against caFile; only the
+		// host-name check is left out, as libpq's verify-ca.
+		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, //nolint:gosec // see verifyChain
+			VerifyPeerCertificate: verifyChain(extra)}, nil
 	}
 	return nil, fmt.Errorf("pg: sslmode %q: want disable, require or verify-full", u.SSLMode)
 }
