@@ -106,7 +106,6 @@ func gone(pid string) bool {
 
 // readPID waits for the helper to have written a pid into path.
 func readPID(t *testing.T, path string) string {
-	t.Helper()
 	var pid string
 	testutil.WaitFor(t, func() bool {
 		b, _ := os.ReadFile(path)
@@ -116,65 +115,21 @@ func readPID(t *testing.T, path string) string {
 	return pid
 }
 
-// managerEnv is a lease.Manager on a fake clock over one exec credential.
-type managerEnv struct {
-	m     *lease.Manager
-	clock *leasetest.Clock
-	audit *testutil.SyncBuffer
-	logs  *testutil.SyncBuffer
-}
-
-func newManager(t *testing.T, cfg exec.Config, p lease.Policy) *managerEnv {
+// newManager is a manager on a fake clock (leasetest.Env) over an exec
+// source built from cfg with the env's clock and logger.
+func newManager(t *testing.T, cfg exec.Config, p lease.Policy) *leasetest.Env {
 	t.Helper()
-	e := &managerEnv{clock: leasetest.NewClock(epoch), audit: &testutil.SyncBuffer{}, logs: &testutil.SyncBuffer{}}
-	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.Clock, cfg.Logger = e.clock, log
 	if cfg.Name == "" {
 		cfg.Name = "helper"
 	}
-	src, err := exec.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.m = lease.NewManager([]lease.Credential{{Name: "api", SourceName: cfg.Name, Source: src, Policy: p}},
-		lease.Options{Clock: e.clock, Audit: lease.NewAuditor(e.audit), Logger: log, Rand: func() float64 { return 0.5 }})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.m.Shutdown(ctx)
+	return leasetest.NewEnv(t, epoch, cfg.Name, p, func(clock *leasetest.Clock, log *slog.Logger) lease.Source {
+		cfg.Clock, cfg.Logger = clock, log
+		src, err := exec.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
 	})
-	return e
-}
-
-func (e *managerEnv) get(t *testing.T) lease.Ticket {
-	t.Helper()
-	tk, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
-	if err != nil {
-		t.Fatalf("Get: %v\naudit:\n%s\nlogs:\n%s", err, e.audit.String(), e.logs.String())
-	}
-	return tk
-}
-
-// current waits for the manager's current lease (not one rotated out) whose
-// id is not notID. A failed lease operation ends the wait at once.
-func (e *managerEnv) current(t *testing.T, notID string) lease.Info {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		infos := e.m.List()
-		for _, in := range infos {
-			if in.ID != notID && in.State != "retiring" {
-				return in
-			}
-		}
-		if strings.Contains(e.audit.String(), "lease.failed") {
-			t.Fatalf("waiting for a lease other than %s, a lease operation failed:\naudit:\n%s\nlogs:\n%s", notID, e.audit.String(), e.logs.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for a current lease other than %s; held %+v\naudit:\n%s\nlogs:\n%s", notID, infos, e.audit.String(), e.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // runs counts the lines a helper appended to path: one per run.

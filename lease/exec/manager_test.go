@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,30 +40,15 @@ func TestConcurrentFirstGetsRunTheHelperOnce(t *testing.T) {
 	cfg, runsFile, _ := countingConfig(t, "")
 	e := newManager(t, cfg, lease.Policy{TTL: 15 * time.Minute, AutoRenew: true, IdleTimeout: 10 * time.Minute})
 	const n = 1000
-	var wg sync.WaitGroup
-	values := make([]string, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			tk, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
-			values[i], errs[i] = tk.Value, err
-		}()
-	}
-	close(start)
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || values[i] != "sk-test-run-1" {
-			t.Fatalf("Get %d: %v, value %q; want sk-test-run-1 for all", i, errs[i], values[i])
+	for i, v := range e.FirstGets(t, n) {
+		if v != "sk-test-run-1" {
+			t.Fatalf("Get %d: value %q; want sk-test-run-1 for all", i, v)
 		}
 	}
 	if r := runs(t, runsFile); r != 1 {
 		t.Errorf("the helper ran %d times for %d concurrent first Gets; want 1", r, n)
 	}
-	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created" {
+	if got := testutil.AuditEvents(e.Audit.String()); got != "lease.created" {
 		t.Errorf("audit events %s; want lease.created", got)
 	}
 }
@@ -76,23 +60,23 @@ func TestConcurrentFirstGetsRunTheHelperOnce(t *testing.T) {
 func TestShortLivedCredentialReRunBeforeExpiry(t *testing.T) {
 	cfg, runsFile, _ := countingConfig(t, "2")
 	e := newManager(t, cfg, lease.Policy{TTL: 15 * time.Minute, RenewBeforeExpiry: 5 * time.Minute, IdleTimeout: 10 * time.Minute, AutoRenew: true})
-	order := []string{e.get(t).Value}
-	cur := e.current(t, "")
+	order := []string{e.Get(t).Value}
+	cur := e.Current(t, "")
 	if term := cur.Expires.Sub(cur.Issued); term != 2*time.Second {
 		t.Fatalf("lease term %v; want the helper's expires_in, 2s", term)
 	}
 	rotations := 0
 	for i := 1; i <= 50; i++ { // 5s of fake time
-		e.clock.Advance(100 * time.Millisecond)
-		if term := cur.Expires.Sub(cur.Issued); !e.clock.Now().Before(cur.Expires.Add(-term / 2)) {
+		e.Clock.Advance(100 * time.Millisecond)
+		if term := cur.Expires.Sub(cur.Issued); !e.Clock.Now().Before(cur.Expires.Add(-term / 2)) {
 			old := cur
-			cur = e.current(t, old.ID)
+			cur = e.Current(t, old.ID)
 			if !cur.Issued.Before(old.Expires) {
 				t.Fatalf("replacement issued at %v, after the old credential expired at %v", cur.Issued, old.Expires)
 			}
 			rotations++
 		}
-		tk := e.get(t) // a failure is fatal: zero failed Gets
+		tk := e.Get(t) // a failure is fatal: zero failed Gets
 		if tk.Value != order[len(order)-1] {
 			order = append(order, tk.Value)
 		}
@@ -101,7 +85,7 @@ func TestShortLivedCredentialReRunBeforeExpiry(t *testing.T) {
 		t.Errorf("%d rotations, %d distinct values, %d runs over 5s of 2s credentials; want >= 4 rotations, one more value, one run per value",
 			rotations, len(order), runs(t, runsFile))
 	}
-	audit := e.audit.String()
+	audit := e.Audit.String()
 	if strings.Contains(audit, "lease.failed") || strings.Count(audit, `"reason":"rotated"`) < rotations-1 {
 		t.Errorf("want no failure and a lease.revoked (rotated) per rotation:\n%s", audit)
 	}
@@ -115,23 +99,23 @@ func TestIdleLeaseDropped(t *testing.T) {
 	cfg.RevokeCommand = []string{script(t, `cat >> "$REVOKED"`)}
 	cfg.Env["REVOKED"] = revoked
 	e := newManager(t, cfg, lease.Policy{TTL: 15 * time.Minute, IdleTimeout: time.Minute, AutoRenew: true})
-	v := e.get(t).Value
-	e.clock.Advance(61 * time.Second)
-	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"reason":"idle"`) }, "the idle revocation")
-	if got := testutil.AuditEvents(e.audit.String()); got != "lease.created,lease.revoked" {
+	v := e.Get(t).Value
+	e.Clock.Advance(61 * time.Second)
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.Audit.String(), `"reason":"idle"`) }, "the idle revocation")
+	if got := testutil.AuditEvents(e.Audit.String()); got != "lease.created,lease.revoked" {
 		t.Errorf("audit events %s; want lease.created,lease.revoked", got)
 	}
-	if l := e.m.List(); len(l) != 0 {
+	if l := e.M.List(); len(l) != 0 {
 		t.Errorf("the manager still holds %v", l)
 	}
 	if b, _ := os.ReadFile(revoked); string(b) != v+"\n" {
 		t.Errorf("the revokeCommand read %q; want the idle lease's value", b)
 	}
 	// The next use runs the helper again.
-	if v2 := e.get(t).Value; v2 == v || runs(t, runsFile) != 2 {
+	if v2 := e.Get(t).Value; v2 == v || runs(t, runsFile) != 2 {
 		t.Errorf("after idle: value %q (was %q), %d runs; want a fresh run", v2, v, runs(t, runsFile))
 	}
-	notIn(t, []string{v}, map[string]string{"audit": e.audit.String(), "logs": e.logs.String()})
+	notIn(t, []string{v}, map[string]string{"audit": e.Audit.String(), "logs": e.Logs.String()})
 }
 
 // A failing helper: Get fails naming the credential, the audit trail has a
@@ -143,24 +127,24 @@ func TestFailingHelperThenRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newManager(t, cfg, lease.Policy{TTL: 15 * time.Minute, IdleTimeout: 10 * time.Minute, AutoRenew: true})
-	_, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
+	_, err := e.M.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
 	if err == nil || !strings.Contains(err.Error(), `credential "api"`) || !strings.Contains(err.Error(), "status 7") {
 		t.Fatalf("Get with a failing helper: %v; want an error naming the credential and the exit status", err)
 	}
 	if msg := lease.PublicMessage(err); msg != `credential "api": store vaultctl unavailable` {
 		t.Errorf("PublicMessage %q", msg)
 	}
-	audit := e.audit.String()
+	audit := e.Audit.String()
 	if testutil.AuditEvents(audit) != "lease.failed" || !strings.Contains(audit, "exec vaultctl: helper exited with status 7") ||
 		strings.Contains(audit, "store locked") {
 		t.Errorf("want one lease.failed with the exit status and not the helper's stderr:\n%s", audit)
 	}
-	if !strings.Contains(e.logs.String(), `"line":"store locked"`) {
-		t.Errorf("the helper's stderr is not in the log:\n%s", e.logs.String())
+	if !strings.Contains(e.Logs.String(), `"line":"store locked"`) {
+		t.Errorf("the helper's stderr is not in the log:\n%s", e.Logs.String())
 	}
 	os.Remove(broken)
-	e.clock.Advance(time.Second) // past the first backoff (250ms)
-	if v := e.get(t).Value; v != "sk-test-run-1" || runs(t, runsFile) != 1 {
+	e.Clock.Advance(time.Second) // past the first backoff (250ms)
+	if v := e.Get(t).Value; v != "sk-test-run-1" || runs(t, runsFile) != 1 {
 		t.Errorf("after recovery: %q, %d runs", v, runs(t, runsFile))
 	}
 }

@@ -1,7 +1,6 @@
 package oauth2_test
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/credproxy/credproxy/internal/oauthtest"
-	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/lease/leasetest"
 	"github.com/credproxy/credproxy/lease/oauth2"
@@ -52,34 +50,10 @@ func active(t *testing.T, srv *oauthtest.Server, token string) bool {
 	return ok
 }
 
-// managerEnv is a lease.Manager on a fake clock over one credential.
-type managerEnv struct {
-	m     *lease.Manager
-	clock *leasetest.Clock
-	audit *testutil.SyncBuffer
-	logs  *testutil.SyncBuffer
-}
-
-func newManager(t *testing.T, src lease.Source, p lease.Policy) *managerEnv {
+// newManager is a manager on a fake clock over src (leasetest.Env).
+func newManager(t *testing.T, src lease.Source, p lease.Policy) *leasetest.Env {
 	t.Helper()
-	e := &managerEnv{clock: leasetest.NewClock(time.Unix(1_700_000_000, 0)), audit: &testutil.SyncBuffer{}, logs: &testutil.SyncBuffer{}}
-	e.m = lease.NewManager([]lease.Credential{{Name: "api", SourceName: "idp", Source: src, Policy: p}},
-		lease.Options{Clock: e.clock, Audit: lease.NewAuditor(e.audit), Logger: slog.New(slog.NewJSONHandler(e.logs, nil))})
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.m.Shutdown(ctx)
-	})
-	return e
-}
-
-func (e *managerEnv) get(t *testing.T) lease.Ticket {
-	t.Helper()
-	tk, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
-	if err != nil {
-		t.Fatalf("Get: %v", err)
-	}
-	return tk
+	return leasetest.NewEnv(t, time.Time{}, "idp", p, func(*leasetest.Clock, *slog.Logger) lease.Source { return src })
 }
 
 // notIn fails if any of secrets appears in any of texts.
@@ -95,27 +69,3 @@ func notIn(t *testing.T, secrets []string, texts map[string]string) {
 }
 
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
-
-// current waits for the manager's current lease (not one rotated out) whose
-// id is not notID, and returns it. A failed lease operation ends the wait at
-// once, and a timeout says what the manager held and audited, so that a
-// failure names its cause rather than only the wait.
-func (e *managerEnv) current(t *testing.T, notID string) lease.Info {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		infos := e.m.List()
-		for _, in := range infos {
-			if in.ID != notID && in.State != "retiring" {
-				return in
-			}
-		}
-		if strings.Contains(e.audit.String(), "lease.failed") {
-			t.Fatalf("waiting for a lease other than %s, a lease operation failed:\naudit:\n%s\nlogs:\n%s", notID, e.audit.String(), e.logs.String())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for a current lease other than %s; held %+v\naudit:\n%s\nlogs:\n%s", notID, infos, e.audit.String(), e.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

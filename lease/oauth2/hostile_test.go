@@ -68,7 +68,7 @@ func TestErrorBodyWithSecretNeverLeaks(t *testing.T) {
 			logs := &testutil.SyncBuffer{}
 			src, _ := hostileSource(t, tc.h, 5*time.Second, logs)
 			e := newManager(t, src, lease.Policy{TTL: time.Minute, AutoRenew: true, IdleTimeout: time.Minute})
-			_, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
+			_, err := e.M.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
 			if err == nil {
 				t.Fatal("Get succeeded against a failing endpoint")
 			}
@@ -78,7 +78,7 @@ func TestErrorBodyWithSecretNeverLeaks(t *testing.T) {
 			}
 			basic := "Basic " // the header's encoded form
 			notIn(t, []string{hostileSecret, "Y2xpZW50OnNrLXRlc3Q"}, map[string]string{
-				"error": err.Error(), "public": pub, "logs": logs.String() + e.logs.String(), "audit": e.audit.String()})
+				"error": err.Error(), "public": pub, "logs": logs.String() + e.Logs.String(), "audit": e.Audit.String()})
 			if strings.Contains(err.Error(), basic) || strings.Contains(err.Error(), "<html>") {
 				t.Errorf("the error quotes the provider's body: %v", err)
 			}
@@ -124,7 +124,7 @@ func TestHungTokenEndpointTimesOut(t *testing.T) {
 	e := newManager(t, src, lease.Policy{TTL: time.Minute, AutoRenew: true, IdleTimeout: time.Minute})
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
+		_, err := e.M.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
 		done <- err
 	}()
 	select {
@@ -147,10 +147,10 @@ func TestTokenWithoutExpiryUsesCredentialTTL(t *testing.T) {
 		io.WriteString(w, `{"access_token":"sk-test-noexpiry-token","token_type":"bearer"}`)
 	}, 5*time.Second, io.Discard)
 	e := newManager(t, src, lease.Policy{TTL: 90 * time.Second, AutoRenew: true, IdleTimeout: time.Hour})
-	if tk := e.get(t); tk.Value != "sk-test-noexpiry-token" {
+	if tk := e.Get(t); tk.Value != "sk-test-noexpiry-token" {
 		t.Fatal("wrong token")
 	}
-	in := e.m.List()[0]
+	in := e.M.List()[0]
 	if got := in.Expires.Sub(in.Issued); got != 90*time.Second {
 		t.Errorf("lease term %v; want the credential's ttl 90s for a token without expires_in", got)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,24 +51,10 @@ func TestConcurrentFirstRequestsMintOnce(t *testing.T) {
 	srv := oauthtest.Start(t, time.Hour)
 	e := newManager(t, ccSource(t, srv, nil), lease.Policy{TTL: 15 * time.Minute, AutoRenew: true, IdleTimeout: 10 * time.Minute})
 	const n = 1000
-	var wg sync.WaitGroup
-	tokens := make([]string, n)
-	errs := make([]error, n)
-	start := make(chan struct{})
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			tk, err := e.m.Get(context.Background(), "api", "agent", lease.Use{Rule: "r"})
-			tokens[i], errs[i] = tk.Value, err
-		}()
-	}
-	close(start)
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil || tokens[i] != tokens[0] {
-			t.Fatalf("request %d: err %v, same token %v", i, errs[i], tokens[i] == tokens[0])
+	tokens := e.FirstGets(t, n)
+	for i, tk := range tokens {
+		if tk != tokens[0] {
+			t.Fatalf("request %d got another token than request 0", i)
 		}
 	}
 	if st := srv.Stats(t); st.ClientCredentials != 1 {
@@ -90,25 +75,25 @@ func TestShortTokenReMintedBeforeExpiry(t *testing.T) {
 	srv := oauthtest.Start(t, 2*time.Second)
 	e := newManager(t, ccSource(t, srv, nil), lease.Policy{
 		TTL: 15 * time.Minute, RenewBeforeExpiry: 5 * time.Minute, IdleTimeout: 10 * time.Minute, AutoRenew: true})
-	first := e.get(t).Value
+	first := e.Get(t).Value
 	order := []string{first}
-	cur := e.current(t, "")
+	cur := e.Current(t, "")
 	if term := cur.Expires.Sub(cur.Issued); term <= 0 || term > 2*time.Second {
 		t.Fatalf("lease term %v; want the token's lifetime, at most 2s", term)
 	}
 	rotations := 0
 	for i := 1; i <= 50; i++ { // 5s of fake time
-		e.clock.Advance(100 * time.Millisecond)
-		now := e.clock.Now()
+		e.Clock.Advance(100 * time.Millisecond)
+		now := e.Clock.Now()
 		if term := cur.Expires.Sub(cur.Issued); !now.Before(cur.Expires.Add(-term / 2)) {
 			old := cur
-			cur = e.current(t, old.ID)
+			cur = e.Current(t, old.ID)
 			if !cur.Issued.Before(old.Expires) {
 				t.Fatalf("replacement issued at %v, after the old token expired at %v", cur.Issued, old.Expires)
 			}
 			rotations++
 		}
-		tk := e.get(t) // a failure is fatal: zero failed requests
+		tk := e.Get(t) // a failure is fatal: zero failed requests
 		if tk.Value != order[len(order)-1] {
 			order = append(order, tk.Value)
 			if !active(t, srv, tk.Value) {
@@ -129,8 +114,8 @@ func TestShortTokenReMintedBeforeExpiry(t *testing.T) {
 	if active(t, srv, order[0]) {
 		t.Error("the first token is still active after its rotation")
 	}
-	if strings.Contains(e.audit.String(), "lease.failed") {
-		t.Errorf("a lease operation failed:\n%s", e.audit.String())
+	if strings.Contains(e.Audit.String(), "lease.failed") {
+		t.Errorf("a lease operation failed:\n%s", e.Audit.String())
 	}
 }
 
@@ -139,11 +124,11 @@ func TestShortTokenReMintedBeforeExpiry(t *testing.T) {
 func TestIdleTokenRevoked(t *testing.T) {
 	srv := oauthtest.Start(t, time.Hour)
 	e := newManager(t, ccSource(t, srv, nil), lease.Policy{TTL: 15 * time.Minute, IdleTimeout: time.Minute, AutoRenew: true})
-	tok := e.get(t).Value
-	e.clock.Advance(61 * time.Second)
-	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"event":"lease.revoked"`) }, "lease.revoked")
-	if !strings.Contains(e.audit.String(), `"reason":"idle"`) {
-		t.Errorf("revocation not audited as idle:\n%s", e.audit.String())
+	tok := e.Get(t).Value
+	e.Clock.Advance(61 * time.Second)
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.Audit.String(), `"event":"lease.revoked"`) }, "lease.revoked")
+	if !strings.Contains(e.Audit.String(), `"reason":"idle"`) {
+		t.Errorf("revocation not audited as idle:\n%s", e.Audit.String())
 	}
 	if active(t, srv, tok) {
 		t.Error("the idle token is still active at the server")
@@ -151,10 +136,10 @@ func TestIdleTokenRevoked(t *testing.T) {
 	if st := srv.Stats(t); st.Revoked != 1 {
 		t.Errorf("server revoked %d tokens; want 1", st.Revoked)
 	}
-	if len(e.m.List()) != 0 {
-		t.Errorf("the manager still holds %v", e.m.List())
+	if len(e.M.List()) != 0 {
+		t.Errorf("the manager still holds %v", e.M.List())
 	}
-	notIn(t, []string{tok, srv.ClientSecret}, map[string]string{"audit": e.audit.String(), "logs": e.logs.String()})
+	notIn(t, []string{tok, srv.ClientSecret}, map[string]string{"audit": e.Audit.String(), "logs": e.Logs.String()})
 }
 
 // A refresh token the provider rotates is written back atomically, with the
