@@ -98,7 +98,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		doc = nil // an empty file: every default, no rules
 	}
 	f := l.fields(doc, "", "listen", "admin", "identity", "certCacheSize", "ca", "upstream",
-		"limits", "unmatched", "audit", "leases", "sources", "credentials", "rules", "clients")
+		"limits", "unmatched", "audit", "leases", "sources", "credentials", "rules", "clients", "transparent")
 	c := &Config{
 		Path:          l.file,
 		Listen:        l.str(f["listen"], "listen", DefaultListen),
@@ -123,6 +123,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 	c.Credentials = l.credentials(f["credentials"], c.Leases)
 	c.Rules = l.rules(f["rules"])
 	c.Clients = l.clients(f["clients"])
+	c.Transparent = l.transparent(f["transparent"])
 	return c
 }
 
