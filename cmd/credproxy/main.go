@@ -1,5 +1,5 @@
 // Command credproxy is a sidecar forward proxy that holds credentials so AI
-// agents never do. Subcommands: run, check, ca, env, exec, version.
+// agents never do. Subcommands: run, check, ca, env, exec, iptables, version.
 package main
 
 import (
@@ -30,6 +30,8 @@ commands:
   exec     --config FILE [--client NAME] [--with-proxy] -- CMD ARGS...
                            run an agent with that environment, its credential variables
                            replaced by a placeholder (--with-proxy: run the proxy too)
+  iptables --config FILE --uid UID [--clean] [--ipv6=false]
+                           redirect outbound TCP to the transparent listener (needs NET_ADMIN)
   version                  print the version
 `
 
@@ -57,6 +59,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdEnv(args, stdout, stderr)
 	case "exec":
 		return cmdExec(args, stdout, stderr)
+	case "iptables":
+		return cmdIptables(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "credproxy", version)
 		return 0
