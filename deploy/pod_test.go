@@ -1,0 +1,117 @@
+package deploy
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestPodTransparent runs kubernetes/credproxy-transparent.yaml as it is
+// (unmatched: deny): its init container installs the redirect, credproxy
+// runs as the uid the redirect excludes, and the agent's own command (Node's
+// fetch, no proxy variables) gets the credential injected.
+func TestPodTransparent(t *testing.T) {
+	lookPath(t, "node")
+	lookPath(t, "curl")
+	p := startPod(t, "kubernetes/credproxy-transparent.yaml", nil)
+	agent := p.agent(t)
+
+	out, err := p.exec(agent, p.envOf(agent), p.argv(agent))
+	if err != nil || strings.TrimSpace(out) != "200" {
+		t.Fatalf("the manifest's agent command: %v, printed %q; want 200", err, out)
+	}
+	if n := p.up.credentialSeen(); n != 1 {
+		t.Fatalf("the upstream saw the credential %d times after the agent's request, want 1: %+v", n, p.up.requests())
+	}
+
+	ca := p.caFile(t)
+	if code, e := p.curl(t, "--cacert", ca, "-H", "Authorization: Bearer placeholder", "https://api.openai.com/v1/models"); code != "200" {
+		t.Errorf("curl --noproxy '*' to a ruled host: %q %s, want 200", code, e)
+	}
+	if n := p.up.credentialSeen(); n != 2 {
+		t.Errorf("the upstream saw the credential %d times after curl, want 2", n)
+	}
+	before := len(p.up.requests())
+	// Around credproxy: the upstream's IP (no SNI of a ruled host), an
+	// unruled name, plain HTTP to a ruled name. Under unmatched: deny each is
+	// closed by credproxy, never sent.
+	for _, c := range [][]string{
+		{"--cacert", p.up.caFile, "https://" + internetIP + "/v1/models"},
+		{"--cacert", p.up.caFile, "https://unruled.example.test/v1/models"},
+		{"http://api.openai.com/v1/models"},
+		{"--cacert", p.up.caFile, "--connect-to", "::" + internetIP + ":443", "https://unruled.example.test/v1/models"},
+	} {
+		if code, e := p.curl(t, c...); code != "" || e == "" {
+			t.Errorf("curl %q under unmatched: deny: status %q, want the connection refused", c, code)
+		}
+	}
+	if got := p.up.requests(); len(got) != before {
+		t.Errorf("requests reached the upstream around credproxy: %+v", got[before:])
+	}
+	p.checkNotRedirectedIntoItself(t)
+	// The admin API shares the pod's loopback: its lease routes need the
+	// token only the sidecar mounts.
+	if code, _ := p.curl(t, "http://127.0.0.1:9464/leases"); code != "401" && code != "403" {
+		t.Errorf("the agent reading /leases without the token: %q, want 401 or 403", code)
+	}
+}
+
+// TestPodTransparentTunnel runs the same manifest with unmatched: tunnel:
+// what no rule names is spliced to where it was going, untouched.
+func TestPodTransparentTunnel(t *testing.T) {
+	lookPath(t, "curl")
+	p := startPod(t, "kubernetes/credproxy-transparent.yaml", func(cfg string) string {
+		return strings.Replace(cfg, "unmatched: deny", "unmatched: tunnel", 1)
+	})
+	ca := p.caFile(t)
+	// An unruled host is spliced: it verifies with its real certificate
+	// (the upstream CA), and not with credproxy's.
+	if code, e := p.curl(t, "--cacert", p.up.caFile, "https://unruled.example.test/v1/models"); code != "200" {
+		t.Errorf("an unruled host with its own CA: %q %s, want 200 (spliced)", code, e)
+	}
+	if code, _ := p.curl(t, "--cacert", ca, "https://unruled.example.test/v1/models"); code != "" {
+		t.Errorf("an unruled host trusting only credproxy's CA: %q, want a certificate failure (no leaf minted)", code)
+	}
+	// The upstream's IP with no SNI: spliced, never injected.
+	if code, e := p.curl(t, "--cacert", p.up.caFile, "-H", "Authorization: Bearer placeholder", "https://"+internetIP+"/v1/models"); code != "200" {
+		t.Errorf("the upstream IP: %q %s, want 200 (spliced)", code, e)
+	}
+	// Plain HTTP to a ruled host: spliced, never injected.
+	if code, e := p.curl(t, "http://api.openai.com/v1/models"); code != "200" {
+		t.Errorf("plain HTTP to a ruled host: %q %s, want 200 (spliced)", code, e)
+	}
+	if n := p.up.credentialSeen(); n != 0 {
+		t.Errorf("the credential reached the upstream %d times on connections no rule matched: %+v", n, p.up.requests())
+	}
+	// And the ruled host is still injected.
+	if code, e := p.curl(t, "--cacert", ca, "https://api.openai.com/v1/models"); code != "200" || p.up.credentialSeen() != 1 {
+		t.Errorf("a ruled host: %q %s, credential seen %d times; want 200 and 1", code, e, p.up.credentialSeen())
+	}
+	for _, r := range p.up.requests() {
+		if !r.TLS && r.Authorization != "" {
+			t.Errorf("plain HTTP request carried Authorization %q", r.Authorization)
+		}
+	}
+	p.checkNotRedirectedIntoItself(t)
+}
+
+var uidRule = regexp.MustCompile(`(?m)^\s*(\d+)\s+\d+\s+RETURN\b.*owner UID match (\d+)`)
+
+// checkNotRedirectedIntoItself: credproxy's own upstream connections left
+// through the uid exclusion (its packet counter moved), and credproxy never
+// saw one of its own connections come back.
+func (p *runningPod) checkNotRedirectedIntoItself(t *testing.T) {
+	t.Helper()
+	out := p.ns.Run(t, "iptables", "-t", "nat", "-L", "CREDPROXY_OUTPUT", "-n", "-v", "-x")
+	m := uidRule.FindStringSubmatch(out)
+	if m == nil || m[2] != strconv.Itoa(p.sideUID) {
+		t.Fatalf("no RETURN rule for credproxy's uid %d in:\n%s", p.sideUID, out)
+	}
+	if n, _ := strconv.Atoi(m[1]); n == 0 {
+		t.Errorf("the uid %d exclusion matched no packet: credproxy's upstream connections went elsewhere\n%s", p.sideUID, out)
+	}
+	if strings.Contains(p.log.String(), "credproxy's own listener") {
+		t.Errorf("credproxy refused a connection to its own listener (its traffic was redirected into it):\n%s", p.log.String())
+	}
+}
