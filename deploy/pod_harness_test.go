@@ -74,10 +74,16 @@ func (c k8sContainer) env(name string) string {
 	return ""
 }
 
-// ids are the container's uid and gid (root when the manifest sets none).
+// imageUID is the Dockerfile's USER nonroot, the credproxy image's user.
+const imageUID = 65532
+
+// ids are the container's uid and gid: the manifest's, else the image's
+// (nonroot for the credproxy image, root for the others).
 func (c k8sContainer) ids() (uid, gid int) {
 	if c.SecurityContext.RunAsUser != nil {
 		uid = *c.SecurityContext.RunAsUser
+	} else if strings.HasPrefix(c.Image, "credproxy:") {
+		uid = imageUID
 	}
 	gid = uid
 	if c.SecurityContext.RunAsGroup != nil {

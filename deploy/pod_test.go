@@ -115,3 +115,28 @@ func (p *runningPod) checkNotRedirectedIntoItself(t *testing.T) {
 		t.Errorf("credproxy refused a connection to its own listener (its traffic was redirected into it):\n%s", p.log.String())
 	}
 }
+
+// TestPodHTTPSProxy runs kubernetes/credproxy-sidecar.yaml, the variant for
+// clusters that forbid NET_ADMIN: no redirect, the agent's own command
+// (Python urllib) reaches credproxy through HTTPS_PROXY.
+func TestPodHTTPSProxy(t *testing.T) {
+	lookPath(t, "python3")
+	p := startPod(t, "kubernetes/credproxy-sidecar.yaml", nil)
+	agent := p.agent(t)
+	out, err := p.exec(agent, p.envOf(agent), p.argv(agent))
+	if err != nil || strings.TrimSpace(out) != "200" {
+		t.Fatalf("the manifest's agent command: %v, printed %q; want 200", err, out)
+	}
+	if n := p.up.credentialSeen(); n != 1 {
+		t.Errorf("the upstream saw the credential %d times, want 1: %+v", n, p.up.requests())
+	}
+	// Without the redirect, a client that ignores HTTPS_PROXY goes around
+	// credproxy: it reaches the API, but with no credential. This is the
+	// one difference from the transparent pod.
+	if code, e := p.curl(t, "--cacert", p.up.caFile, "https://api.openai.com/v1/models"); code != "200" {
+		t.Errorf("curl --noproxy '*' without a redirect: %q %s, want 200 straight from the upstream", code, e)
+	}
+	if n := p.up.credentialSeen(); n != 1 {
+		t.Errorf("the upstream saw the credential %d times, want still 1", n)
+	}
+}
