@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -207,6 +208,10 @@ func startUpstreams(t *testing.T, inet *netnstest.NS, dir string) *upstreams {
 		u.mu.Lock()
 		u.seen = append(u.seen, seenRequest{TLS: r.TLS != nil, Host: r.Host, Path: r.URL.Path, Authorization: r.Header.Get("Authorization")})
 		u.mu.Unlock()
+		if r.URL.Path == "/v1/chat/completions" {
+			chatCompletion(w, r)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"object":"list","data":[{"id":"gpt-test","object":"model","created":0,"owned_by":"test"}]}`)
 	})
@@ -224,6 +229,26 @@ func startUpstreams(t *testing.T, inet *netnstest.NS, dir string) *upstreams {
 		t.Cleanup(func() { _ = srv.Close() })
 	}
 	return u
+}
+
+// podReply is what the fake chat completions API answers, whole or streamed.
+const podReply = "hello from the pod's upstream"
+
+// chatCompletion answers the openai SDK's chat.completions.create, as JSON
+// or, with "stream": true, as server-sent events.
+func chatCompletion(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Stream bool `json:"stream"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	if !req.Stream {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"id":"c1","object":"chat.completion","created":0,"model":"gpt-test","choices":[{"index":0,"message":{"role":"assistant","content":%q},"finish_reason":"stop"}]}`, podReply)
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"gpt-test\",\"choices\":[{\"index\":0,\"delta\":{\"content\":%q},\"finish_reason\":null}]}\n\n", podReply)
+	fmt.Fprint(w, "data: [DONE]\n\n")
 }
 
 // runningPod is a manifest's pod started in a namespace.

@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -10,7 +12,8 @@ import (
 // TestPodTransparent runs kubernetes/credproxy-transparent.yaml as it is
 // (unmatched: deny): its init container installs the redirect, credproxy
 // runs as the uid the redirect excludes, and the agent's own command (Node's
-// fetch, no proxy variables) gets the credential injected.
+// fetch, no proxy variables) and the openai npm SDK get the credential
+// injected.
 func TestPodTransparent(t *testing.T) {
 	lookPath(t, "node")
 	lookPath(t, "curl")
@@ -25,12 +28,27 @@ func TestPodTransparent(t *testing.T) {
 		t.Fatalf("the upstream saw the credential %d times after the agent's request, want 1: %+v", n, p.up.requests())
 	}
 
+	// The openai npm SDK, with the agent's environment (a placeholder key,
+	// the CA variables, no proxy variables): JSON, then a stream.
+	sdk := filepath.Join("..", "test", "clients", "node")
+	if _, err := os.Stat(filepath.Join(sdk, "node_modules", "openai")); err != nil {
+		t.Fatalf("the openai SDK is not installed (scripts/test.sh runs npm ci --prefix test/clients/node): %v", err)
+	}
+	script, _ := filepath.Abs(filepath.Join(sdk, "openai.mjs"))
+	out, err = p.exec(agent, p.envOf(agent), []string{"node", script})
+	if err != nil || strings.Count(out, podReply) != 2 {
+		t.Fatalf("the openai SDK: %v, printed %q; want the reply twice (JSON, then streamed)", err, out)
+	}
+	if n := p.up.credentialSeen(); n != 3 {
+		t.Fatalf("the upstream saw the credential %d times after the SDK's two requests, want 3", n)
+	}
+
 	ca := p.caFile(t)
 	if code, e := p.curl(t, "--cacert", ca, "-H", "Authorization: Bearer placeholder", "https://api.openai.com/v1/models"); code != "200" {
 		t.Errorf("curl --noproxy '*' to a ruled host: %q %s, want 200", code, e)
 	}
-	if n := p.up.credentialSeen(); n != 2 {
-		t.Errorf("the upstream saw the credential %d times after curl, want 2", n)
+	if n := p.up.credentialSeen(); n != 4 {
+		t.Errorf("the upstream saw the credential %d times after curl, want 4", n)
 	}
 	before := len(p.up.requests())
 	// Around credproxy: the upstream's IP (no SNI of a ruled host), an
