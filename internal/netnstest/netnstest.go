@@ -177,3 +177,33 @@ func (n *NS) inside(f func() (net.Listener, error)) (net.Listener, error) {
 	runtime.UnlockOSThread()
 	return ln, ferr
 }
+
+// Bridge is a switch that namespaces join, as the containers of a compose
+// project join its network: a Linux bridge in a namespace of its own.
+type Bridge struct {
+	hub *NS
+}
+
+// NewBridge creates the bridge, removed with its namespace when the test ends.
+func NewBridge(t testing.TB) *Bridge {
+	t.Helper()
+	b := &Bridge{hub: New(t)}
+	b.hub.Run(t, "ip", "link", "add", "br0", "type", "bridge")
+	b.hub.Run(t, "ip", "link", "set", "br0", "up")
+	return b
+}
+
+// Attach joins ns to the bridge with a veth pair whose end in ns has addr
+// (CIDR notation).
+func (b *Bridge) Attach(t testing.TB, ns *NS, addr string) {
+	t.Helper()
+	ea, eb := uniq("cpa"), uniq("cpb")
+	Run(t, "ip", "link", "add", ea, "type", "veth", "peer", "name", eb)
+	t.Cleanup(func() { _, _ = output("ip", "link", "del", ea) })
+	Run(t, "ip", "link", "set", ea, "netns", ns.Name)
+	Run(t, "ip", "link", "set", eb, "netns", b.hub.Name)
+	ns.Run(t, "ip", "addr", "add", addr, "dev", ea)
+	ns.Run(t, "ip", "link", "set", ea, "up")
+	b.hub.Run(t, "ip", "link", "set", eb, "master", "br0")
+	b.hub.Run(t, "ip", "link", "set", eb, "up")
+}
