@@ -111,8 +111,8 @@ func output(name string, args ...string) ([]byte, error) {
 }
 
 // Link joins a and b with a veth pair and gives each end an address (CIDR
-// notation: 10.77.0.1/24), both up.
-func Link(t testing.TB, a, b *NS, aAddr, bAddr string) {
+// notation: 10.77.0.1/24), both up. It returns the two ends' names.
+func Link(t testing.TB, a, b *NS, aAddr, bAddr string) (aDev, bDev string) {
 	t.Helper()
 	ea, eb := uniq("cpa"), uniq("cpb")
 	Run(t, "ip", "link", "add", ea, "type", "veth", "peer", "name", eb)
@@ -123,6 +123,7 @@ func Link(t testing.TB, a, b *NS, aAddr, bAddr string) {
 	b.Run(t, "ip", "addr", "add", bAddr, "dev", eb)
 	a.Run(t, "ip", "link", "set", ea, "up")
 	b.Run(t, "ip", "link", "set", eb, "up")
+	return ea, eb
 }
 
 // Listen opens a listener inside the namespace from this process: a socket
@@ -131,29 +132,48 @@ func Link(t testing.TB, a, b *NS, aAddr, bAddr string) {
 // like any other listener and closes it itself.
 func (n *NS) Listen(t testing.TB, network, addr string) net.Listener {
 	t.Helper()
+	ln, err := within(n, func() (net.Listener, error) { return net.Listen(network, addr) })
+	if err != nil {
+		t.Fatalf("listen %s %s in %s: %v", network, addr, n.Name, err)
+	}
+	return ln
+}
+
+// Dial connects from inside the namespace, as Listen listens.
+func (n *NS) Dial(t testing.TB, network, addr string) net.Conn {
+	t.Helper()
+	c, err := within(n, func() (net.Conn, error) { return net.DialTimeout(network, addr, 10*time.Second) })
+	if err != nil {
+		t.Fatalf("dial %s %s in %s: %v", network, addr, n.Name, err)
+	}
+	return c
+}
+
+// within runs f on an OS thread of its own inside n. If leaving the
+// namespace fails, the goroutine exits still locked and the runtime ends
+// its thread, so no other goroutine ever runs in the namespace by accident.
+func within[T any](n *NS, f func() (T, error)) (T, error) {
 	type result struct {
-		ln  net.Listener
+		v   T
 		err error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// If leaving the namespace fails, this goroutine exits still locked
-		// and the runtime ends its thread, so no other goroutine ever runs
-		// in the namespace by accident.
 		runtime.LockOSThread()
-		ln, err := n.inside(func() (net.Listener, error) { return net.Listen(network, addr) })
-		ch <- result{ln, err}
+		v, err := n.inside(func() (any, error) { return f() })
+		r := result{err: err}
+		if v != nil {
+			r.v = v.(T)
+		}
+		ch <- r
 	}()
 	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen %s %s in %s: %v", network, addr, n.Name, r.err)
-	}
-	return r.ln
+	return r.v, r.err
 }
 
 // inside runs f with the calling (locked) thread in the namespace; it
 // unlocks the thread only once it is back in its own namespace.
-func (n *NS) inside(f func() (net.Listener, error)) (net.Listener, error) {
+func (n *NS) inside(f func() (any, error)) (any, error) {
 	self, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		return nil, err
@@ -167,15 +187,15 @@ func (n *NS) inside(f func() (net.Listener, error)) (net.Listener, error) {
 	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 		return nil, fmt.Errorf("setns: %w", err)
 	}
-	ln, ferr := f()
+	v, ferr := f()
 	if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-		if ln != nil {
-			_ = ln.Close()
+		if c, ok := v.(interface{ Close() error }); ok {
+			_ = c.Close()
 		}
 		return nil, fmt.Errorf("setns back: %w", err)
 	}
 	runtime.UnlockOSThread()
-	return ln, ferr
+	return v, ferr
 }
 
 // Bridge is a switch that namespaces join, as the containers of a compose
