@@ -13,6 +13,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/credproxy/credproxy/internal/testutil"
+	"github.com/credproxy/credproxy/proxy"
 )
 
 // Transparent interception without iptables: a listener hands each
@@ -200,4 +203,56 @@ func TestTransparentDenyAndLoop(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("a connection to the transparent listener itself: read %d, %v; want it closed", n, err)
 	}
+}
+
+// TestTransparentServerFirstAndIdle: a protocol where the server speaks
+// first sends nothing to peek at; after the header timeout it is spliced
+// anyway, and a spliced connection that goes idle is closed.
+func TestTransparentServerFirstAndIdle(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_API_KEY", testKey)
+	p := newPKI(t, t.TempDir())
+	banner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer banner.Close()
+	go func() {
+		for {
+			c, err := banner.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.WriteString(c, "220 hello\n")
+				_, _ = io.Copy(c, c) // echo
+			}()
+		}
+	}()
+	orig := netip.MustParseAddrPort("192.0.2.20:25")
+	e := startProxyWith(t, p, baseConfig, map[string]string{orig.String(): banner.Addr().String()},
+		func(o *proxy.Options) { o.IdleTimeout = 300 * time.Millisecond })
+	c, err := net.DialTimeout("tcp", redirected(t, e, orig), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(c, buf, len("220 hello\n"))
+	if err != nil || string(buf[:n]) != "220 hello\n" {
+		t.Fatalf("server-first protocol: read %q, %v; want the server's banner", buf[:n], err)
+	}
+	_, _ = io.WriteString(c, "ping\n")
+	if n, err = io.ReadAtLeast(c, buf, 5); err != nil || string(buf[:n]) != "ping\n" {
+		t.Fatalf("echo: %q, %v", buf[:n], err)
+	}
+	start := time.Now()
+	if n, err = c.Read(buf); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("an idle spliced connection: read %d, %v; want it closed", n, err)
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Errorf("closed after %v of idleness, want about the 300ms idle timeout", waited)
+	}
+	testutil.WaitFor(t, func() bool { return e.px.Connections() == 0 }, "the spliced connection to be released")
 }
