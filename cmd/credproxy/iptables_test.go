@@ -163,3 +163,13 @@ func TestIptablesErrors(t *testing.T) {
 		t.Errorf("after failed runs, nat holds %q, want nothing", got)
 	}
 }
+
+func TestCheckPrintsTransparent(t *testing.T) {
+	var out, errb strings.Builder
+	if code := runMain(context.Background(), []string{"check", "--config", "../../rules/testdata/transparent.yaml"}, &out, &errb); code != 0 {
+		t.Fatalf("check: %d %s", code, errb.String())
+	}
+	if want := "transparent 127.0.0.1:15001: credproxy iptables redirects ports 443,80, except loopback, 10.96.0.0/12, fd00::/64"; !strings.Contains(out.String(), want) {
+		t.Errorf("check printed %q, want a line %q", out.String(), want)
+	}
+}

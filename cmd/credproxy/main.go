@@ -122,6 +122,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok: %d rules, %d credentials, %d sources; listen %s, admin %s, unmatched %s\n",
 		cfg.Path, len(cfg.Rules), len(cfg.Credentials), len(cfg.Sources), cfg.Listen, cfg.Admin, cfg.Unmatched)
+	if t := cfg.Transparent; t.Enabled() {
+		fmt.Fprintf(stdout, "  transparent %s: credproxy iptables redirects ports %s, except loopback%s\n", t.Listen, joinInts(t.Ports), excludedText(t))
+	}
 	for _, r := range cfg.Rules {
 		fmt.Fprintf(stdout, "  rule %-16s hosts=%v paths=%v methods=%v credential=%s\n",
 			r.Name, r.Hosts, r.Paths, r.Methods, r.Credential)
