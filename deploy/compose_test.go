@@ -167,7 +167,7 @@ func TestComposeProject(t *testing.T) {
 	}
 	wrapper := filepath.Join(c.root, "credproxy-in-compose")
 	inNS := append([]string{"ip", "netns", "exec", proxyNS.Name, "setpriv", fmt.Sprintf("--reuid=%d", imageUID), fmt.Sprintf("--regid=%d", imageUID),
-		"--clear-groups", "env", "-i"}, append(envOf(proxySvc, proxyMounts, map[string]string{"OPENAI_API_KEY": podTestKey}), credproxyBin(t))...)
+		"--clear-groups", "--pdeathsig=KILL", "env", "-i"}, append(envOf(proxySvc, proxyMounts, map[string]string{"OPENAI_API_KEY": podTestKey}), credproxyBin(t))...)
 	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+shellQuote(inNS)+` "$@"`+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -414,7 +414,7 @@ func (p *runningPod) envOf(c k8sContainer) []string {
 // asUser runs argv in the pod as c's user with only env.
 func (p *runningPod) asUser(c k8sContainer, env, argv []string) []string {
 	uid, gid := c.ids()
-	return append([]string{"setpriv", "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups",
+	return append([]string{"setpriv", "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid), "--clear-groups", "--pdeathsig=KILL",
 		"env", "-i"}, append(env, argv...)...)
 }
 
