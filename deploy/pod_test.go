@@ -50,6 +50,15 @@ func TestPodTransparent(t *testing.T) {
 	if n := p.up.credentialSeen(); n != 4 {
 		t.Errorf("the upstream saw the credential %d times after curl, want 4", n)
 	}
+	// The agent picks the IP (here one where nothing listens): for a ruled
+	// name credproxy dials the name itself, so the key goes to the host
+	// the name resolves to for credproxy, never to an address the agent chose.
+	if code, e := p.curl(t, "--cacert", ca, "--connect-to", "api.openai.com:443:10.77.0.99:443", "https://api.openai.com/v1/models"); code != "200" {
+		t.Errorf("a ruled name sent to another IP: %q %s, want 200 from the name's own upstream", code, e)
+	}
+	if n := p.up.credentialSeen(); n != 5 {
+		t.Errorf("the upstream saw the credential %d times, want 5", n)
+	}
 	before := len(p.up.requests())
 	// Around credproxy: the upstream's IP (no SNI of a ruled host), an
 	// unruled name, plain HTTP to a ruled name. Under unmatched: deny each is
