@@ -7,6 +7,13 @@ COPY . .
 ARG VERSION=dev
 RUN mkdir -p /out/state/public /out/state/private && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/credproxy ./cmd/credproxy
 
+# The init container of deploy/kubernetes/credproxy-transparent.yaml:
+# credproxy iptables needs the iptables binaries (docker build --target init).
+FROM debian:12-slim AS init
+RUN apt-get update && apt-get install -y --no-install-recommends iptables && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/credproxy /usr/local/bin/credproxy
+ENTRYPOINT ["credproxy"]
+
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/credproxy /usr/local/bin/credproxy
 # the CA lives here (a volume in deploy/); nonroot must own it to mint it

@@ -1,8 +1,9 @@
 // Package deploy holds the docker-compose and Kubernetes sidecar examples.
 // These tests keep them from drifting: each embedded credproxy config must
 // load, and the agent's proxy, CA and probe settings must point at what the
-// config actually serves. (No container runtime runs here, so the examples
-// are checked, not started.)
+// config actually serves. No container runtime runs here, but a pod is a
+// network namespace: pod_test.go runs the Kubernetes manifests for real, as
+// processes in namespaces (as root).
 package deploy
 
 import (
@@ -280,5 +281,58 @@ func mustDecode(t *testing.T, file string, v any) {
 	}
 	if err := yaml.Unmarshal(data, v); err != nil {
 		t.Fatalf("%s: %v", file, err)
+	}
+}
+
+func TestKubernetesTransparent(t *testing.T) {
+	const file = "kubernetes/credproxy-transparent.yaml"
+	m := readManifest(t, file)
+	cfg, tokenFile := parseWithAdminToken(t, file+"#rules.yaml", []byte(m.configMaps["credproxy-rules"]["rules.yaml"]))
+	if !cfg.Transparent.Enabled() {
+		t.Fatal("the config has no transparent: block")
+	}
+	side, jobs := m.sidecar(t)
+	if len(jobs) != 1 {
+		t.Fatalf("want one init job (credproxy iptables), got %d", len(jobs))
+	}
+	job, agent := jobs[0], m.pod.Spec.Containers[0]
+	sc := job.SecurityContext.Capabilities
+	if !slices.Equal(sc.Add, []string{"NET_ADMIN"}) || !slices.Contains(sc.Drop, "ALL") {
+		t.Errorf("the iptables init container's capabilities add %q drop %q; want NET_ADMIN only", sc.Add, sc.Drop)
+	}
+	sideUID, _ := side.ids()
+	agentUID, _ := agent.ids()
+	if side.SecurityContext.RunAsUser == nil || sideUID == agentUID || sideUID == 0 {
+		t.Errorf("credproxy runs as uid %v, the agent as %d: credproxy needs its own, explicit, non-root uid", side.SecurityContext.RunAsUser, agentUID)
+	}
+	wantArgs := []string{"iptables", "--config", side.Args[2], "--uid", itoa(sideUID)}
+	if !slices.Equal(job.Args, wantArgs) {
+		t.Errorf("init args %q, want %q: the uid excluded must be the one credproxy runs as", job.Args, wantArgs)
+	}
+	for _, e := range agent.Env {
+		if strings.HasSuffix(strings.ToUpper(e.Name), "_PROXY") {
+			t.Errorf("the agent sets %s: the transparent pod needs no proxy variables", e.Name)
+		}
+	}
+	caVol := ""
+	for _, mt := range side.VolumeMounts {
+		if mt.MountPath == path.Dir(cfg.CA.Cert) {
+			caVol = mt.Name
+		}
+	}
+	for _, mt := range agent.VolumeMounts {
+		if mt.Name != caVol || !mt.ReadOnly {
+			t.Errorf("the agent mounts %s (read-only %v); want only the CA certificate's volume %s, read-only", mt.Name, mt.ReadOnly, caVol)
+			continue
+		}
+		want := path.Join(mt.MountPath, path.Base(cfg.CA.Cert))
+		for _, v := range []string{"SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"} {
+			if agent.env(v) != want {
+				t.Errorf("agent %s = %q, want %q", v, agent.env(v), want)
+			}
+		}
+	}
+	if tokenFile == "" {
+		t.Error("the admin API shares the pod's loopback: it needs admin.tokenFile")
 	}
 }

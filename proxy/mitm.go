@@ -58,15 +58,21 @@ func (c *mitmConn) Write(p []byte) (int, error) {
 const tlsRecordHandshake = 0x16
 
 // serveMITM takes an intercepted tunnel from goproxy: it confirms the
-// CONNECT, looks at the first byte to tell TLS from cleartext, and hands the
-// connection to the intercepting server. Cleartext inside a tunnel is served
-// as plain HTTP, so a rule's credential is refused on it like any other
-// request that would leave unencrypted.
+// CONNECT and hands the connection to intercept.
 func (p *Proxy) serveMITM(client net.Conn, rt route) {
 	if _, err := io.WriteString(client, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		_ = client.Close()
 		return
 	}
+	p.intercept(client, rt)
+}
+
+// intercept looks at an agent connection's first byte to tell TLS from
+// cleartext and hands the connection to the intercepting server, bound to
+// rt. Cleartext is served as plain HTTP, so a rule's credential is refused
+// on it like any other request that would leave unencrypted. CONNECT
+// tunnels and redirected connections (transparent.go) both come here.
+func (p *Proxy) intercept(client net.Conn, rt route) {
 	c := &mitmConn{Conn: client, r: bufio.NewReader(client), route: rt, idle: p.limits.IdleTimeout}
 	_ = client.SetReadDeadline(time.Now().Add(p.limits.HeaderTimeout))
 	first, err := c.r.Peek(1)

@@ -56,8 +56,9 @@ type Options struct {
 	Dial DialFunc
 	// IdleTimeout, when set, overrides limits.idleTimeout (for tests).
 	IdleTimeout time.Duration
-	// Self lists credproxy's own listen addresses (proxy, admin): it never
-	// forwards to them, or an agent could drive the admin API through it.
+	// Self lists credproxy's own listen addresses (proxy, admin,
+	// transparent): it never forwards to them, or an agent could drive the
+	// admin API through it, or a redirected connection loop into credproxy.
 	Self []string
 }
 
@@ -72,6 +73,7 @@ type Proxy struct {
 	obs       Observer
 	log       *slog.Logger
 	dial      DialFunc // every upstream connection, guarded against credproxy's own addresses
+	self      selfSet  // credproxy's own listeners
 	tr        *http.Transport
 	leaves    *leafCache
 	gp        *goproxy.ProxyHttpServer
@@ -116,6 +118,7 @@ func New(o Options) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.self = self
 	p.dial = self.guard(connectTo(dial, o.Config.Upstream.ConnectTo))
 	p.tr = newTransport(roots, p.dial, o.Config.Upstream)
 	if p.leaves, err = newLeafCache(o.CA, o.Config.CertCacheSize, p.obs); err != nil {

@@ -155,14 +155,20 @@ func (s selfSet) reaches(c net.Conn) bool {
 		return false
 	}
 	local, _ := addrPort(c.LocalAddr())
+	return s.has(remote, local.Addr())
+}
+
+// has reports whether dst is one of credproxy's own listeners, as seen from
+// a socket whose own address is local.
+func (s selfSet) has(dst netip.AddrPort, local netip.Addr) bool {
 	for _, self := range s {
-		if self.Port() != remote.Port() {
+		if self.Port() != dst.Port() {
 			continue
 		}
 		switch {
-		case self.Addr() == remote.Addr():
+		case self.Addr() == dst.Addr():
 			return true
-		case self.Addr().IsUnspecified() && (remote.Addr().IsLoopback() || remote.Addr() == local.Addr()):
+		case self.Addr().IsUnspecified() && (dst.Addr().IsLoopback() || dst.Addr() == local):
 			return true
 		}
 	}

@@ -34,6 +34,7 @@ type Config struct {
 	Limits         Limits // the `limits:` block after defaults
 	Leases         Policy // the `leases:` block after defaults
 	Audit          Audit
+	Transparent    Transparent // the `transparent:` block (transparent.go); off when absent
 
 	Sources     map[string]*Source     // `sources:` by name
 	Credentials map[string]*Credential // `credentials:` by name

@@ -98,7 +98,8 @@ func (l *loader) decode(root *yaml.Node) *Config {
 		doc = nil // an empty file: every default, no rules
 	}
 	f := l.fields(doc, "", "listen", "admin", "identity", "certCacheSize", "ca", "upstream",
-		"limits", "unmatched", "audit", "leases", "sources", "credentials", "rules", "clients", "databases")
+		"limits", "unmatched", "audit", "leases", "sources", "credentials", "rules", "clients", "databases",
+		"transparent")
 	c := &Config{
 		Path:          l.file,
 		Listen:        l.str(f["listen"], "listen", DefaultListen),
@@ -124,6 +125,7 @@ func (l *loader) decode(root *yaml.Node) *Config {
 	c.Rules = l.rules(f["rules"])
 	c.Clients = l.clients(f["clients"])
 	c.Databases = l.databases(f["databases"])
+	c.Transparent = l.transparent(f["transparent"])
 	return c
 }
 

@@ -45,7 +45,8 @@ func (c *Config) CredentialDefinition(name string) string {
 // RestartOnly copies into loaded the settings a running credproxy took at
 // start and cannot change, from running, and names those whose value
 // differed: listen, admin (its listener and token file), ca, upstream,
-// limits, certCacheSize, audit, databases (their listeners run from start).
+// limits, certCacheSize, audit, databases and transparent (their listeners
+// run from start).
 // loaded must not be in use yet. Everything else (rules, credentials,
 // sources, clients, identity, unmatched, leases) is the new file's. A kept
 // database whose credential loaded no longer has is an error: its listener
@@ -69,6 +70,14 @@ func RestartOnly(running, loaded *Config) ([]string, error) {
 	keep("audit", running.Audit == loaded.Audit, func() { loaded.Audit = running.Audit })
 	keep("databases", reflect.DeepEqual(dbsWithoutLines(running.Databases), dbsWithoutLines(loaded.Databases)),
 		func() { loaded.Databases = running.Databases })
+	keep("transparent", reflect.DeepEqual(running.Transparent, loaded.Transparent),
+		func() { loaded.Transparent = running.Transparent })
+	if loaded.Transparent.Enabled() && loaded.RequiresAuth() {
+		// The running transparent listener would serve its redirected
+		// connections as the fixed identity, around the clients' tokens.
+		return changed, fmt.Errorf("%s: clients: cannot be set while the transparent listener %s runs (a restart applies a change to transparent)",
+			loaded.Path, loaded.Transparent.Listen)
+	}
 	for _, d := range loaded.Databases {
 		if loaded.Credentials[d.Credential] == nil {
 			return changed, fmt.Errorf("%s: databases.%s.credential: %q is gone from the new file, but the running listener %s uses it (a restart applies a change to databases)",

@@ -109,3 +109,19 @@ func TestRestartOnlyDatabases(t *testing.T) {
 		t.Errorf("RestartOnly with the database's credential removed: %v; want an error naming databases.reports.credential", err)
 	}
 }
+
+// The transparent listener runs from start: a reload keeps it, and refuses
+// clients: while it runs (its connections carry no Proxy-Authorization).
+func TestRestartOnlyTransparent(t *testing.T) {
+	running := parseReload(t, reloadBase+"transparent: {listen: 127.0.0.1:15001}\n")
+	off := parseReload(t, reloadBase)
+	got, err := RestartOnly(running, off)
+	if err != nil || !slices.Equal(got, []string{"transparent"}) || off.Transparent.Listen != "127.0.0.1:15001" {
+		t.Fatalf("RestartOnly = %q, %v, listen %q; want transparent kept as restart-only", got, err, off.Transparent.Listen)
+	}
+	t.Setenv("CREDPROXY_TEST_CLIENT_TOKEN", "sk-test-client-token-0123456789")
+	withClients := parseReload(t, reloadBase+"clients:\n  - {name: a, tokenEnv: CREDPROXY_TEST_CLIENT_TOKEN}\n")
+	if _, err := RestartOnly(running, withClients); err == nil || !strings.Contains(err.Error(), "clients") {
+		t.Errorf("RestartOnly adding clients under a running transparent listener: %v; want refused", err)
+	}
+}

@@ -38,6 +38,7 @@ func (l *loader) validate(c *Config) {
 	l.checkRules(c)
 	l.checkClients(c)
 	l.checkDatabases(c)
+	l.checkTransparent(c)
 }
 
 // inFileOrder lists m's keys by line, so that warnings come out in file order.

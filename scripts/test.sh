@@ -12,6 +12,12 @@ source scripts/services.sh
 
 # Real clients the end-to-end tests drive: curl, and Python requests.
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# Pods run as network namespaces (deploy/, internal/netnstest, credproxy
+# iptables): ip, iptables and ip6tables, as root.
+if ! command -v ip >/dev/null || ! command -v iptables >/dev/null || ! command -v ip6tables >/dev/null; then
+	echo "== installing iproute2 iptables"
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null
+fi
 if ! python3 -c 'import requests' 2>/dev/null; then
 	echo "== installing python3-requests"
 	apt-get update -qq && apt-get install -y -qq python3-requests

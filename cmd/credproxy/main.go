@@ -1,5 +1,5 @@
 // Command credproxy is a sidecar forward proxy that holds credentials so AI
-// agents never do. Subcommands: run, check, ca, env, exec, mcp, version.
+// agents never do. Subcommands: run, check, ca, env, exec, iptables, mcp, version.
 package main
 
 import (
@@ -34,6 +34,8 @@ commands:
   mcp      [--admin URL] [--token-file FILE]
                            serve the control API's MCP tools over stdio, calling a running
                            credproxy's admin API (default http://127.0.0.1:9464)
+  iptables --config FILE --uid UID [--clean] [--ipv6=false]
+                           redirect outbound TCP to the transparent listener (needs NET_ADMIN)
   version                  print the version
 `
 
@@ -63,6 +65,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdExec(args, stdout, stderr)
 	case "mcp":
 		return cmdMCP(ctx, args, stderr)
+	case "iptables":
+		return cmdIptables(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "credproxy", version)
 		return 0
@@ -124,6 +128,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok: %d rules, %d credentials, %d sources; listen %s, admin %s, unmatched %s\n",
 		cfg.Path, len(cfg.Rules), len(cfg.Credentials), len(cfg.Sources), cfg.Listen, cfg.Admin, cfg.Unmatched)
+	if t := cfg.Transparent; t.Enabled() {
+		fmt.Fprintf(stdout, "  transparent %s: credproxy iptables redirects ports %s, except loopback%s\n", t.Listen, joinInts(t.Ports), excludedText(t))
+	}
 	for _, r := range cfg.Rules {
 		fmt.Fprintf(stdout, "  rule %-16s hosts=%v paths=%v methods=%v credential=%s\n",
 			r.Name, r.Hosts, r.Paths, r.Methods, r.Credential)

@@ -125,8 +125,18 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 		proxyLn.Close()
 		return errors.Join(fmt.Errorf("admin listen %s: %w", cfg.Admin, err), mgr.Shutdown(context.Background()))
 	}
-	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log,
-		Self: []string{proxyLn.Addr().String(), adminLn.Addr().String()}})
+	self := []string{proxyLn.Addr().String(), adminLn.Addr().String()}
+	var transparentLn net.Listener // connections iptables redirected (`transparent:`)
+	if cfg.Transparent.Enabled() {
+		if transparentLn, err = net.Listen("tcp", cfg.Transparent.Listen); err != nil {
+			proxyLn.Close()
+			adminLn.Close()
+			return errors.Join(fmt.Errorf("transparent listen %s: %w", cfg.Transparent.Listen, err), mgr.Shutdown(context.Background()))
+		}
+		defer transparentLn.Close()
+		self = append(self, transparentLn.Addr().String())
+	}
+	p, err := proxy.New(proxy.Options{Config: cfg, CA: ca, Credentials: mgr, Observer: m, Logger: log, Self: self})
 	if err != nil {
 		proxyLn.Close()
 		adminLn.Close()
@@ -168,12 +178,17 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	})
 	proxySrv := p.Server(log)
 	adminSrv := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	go func() { errc <- adminSrv.Serve(adminLn) }()
+	attrs := []any{"listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
+		"rules", len(cfg.Rules), "ca", cfg.CA.Cert, "version", version}
+	if transparentLn != nil {
+		go func() { errc <- p.ServeTransparent(transparentLn) }()
+		attrs = append(attrs, "transparent", transparentLn.Addr().String())
+	}
 	ready.Store(true)
-	log.Info("credproxy started", "listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(),
-		"rules", len(cfg.Rules), "ca", cfg.CA.Cert, "version", version)
+	log.Info("credproxy started", attrs...)
 	printBanner(o.Banner, cfg, proxyLn.Addr().String(), adminLn.Addr().String())
 	if o.Ready != nil {
 		o.Ready(proxyLn.Addr().String(), adminLn.Addr().String())
@@ -185,6 +200,9 @@ func serve(ctx context.Context, cfg *rules.Config, o serveOptions) error {
 	case serveErr = <-errc:
 	}
 	ready.Store(false)
+	if transparentLn != nil {
+		transparentLn.Close() // no new redirected connections while draining
+	}
 	log.Info("shutting down: draining requests, then revoking leases")
 	return errors.Join(serveErr, shutdown(log, proxySrv, adminSrv, p, mgr, stopDatabases))
 }
