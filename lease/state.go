@@ -18,11 +18,15 @@ import "time"
 //	rotating   the store failed                                  retrying   toRetrying
 //	retrying   retryAt                                           renewing or rotating, as from active
 //	retiring   retireAt (rotateGrace, or expiry if sooner)       revoked (rotated)
+//	           and no Hold left (hold.go: a database connection
+//	           keeps it until it closes, or until expiry)
 //
 // From any state a lease leaves the manager, never to return (dropLocked:
 // no Get hands it out again), at:
 //   - its expiry (lease.expired);
-//   - idleTimeout without use (lease.revoked, reason idle);
+//   - idleTimeout without use, counted from the release of its last Hold
+//     (lease.revoked, reason idle);
+//   - a reload that removed or changed its credential (config_changed);
 //   - an upstream 401 (upstream_401), the admin (manual), Shutdown
 //     (shutdown);
 //   - its task's end (task_end), the task's TTL (task_expired), or the
