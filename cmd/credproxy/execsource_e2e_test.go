@@ -99,15 +99,7 @@ func newExecEnv(t *testing.T) *execEnv {
 
 func (e *execEnv) get(t *testing.T) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, e.up.URL+"/v1/models", nil)
-	req.Header.Set("Authorization", "Bearer placeholder")
-	resp, err := e.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return getAuth(t, e.client, e.up.URL+"/v1/models", "Bearer placeholder")
 }
 
 func (e *execEnv) runs(t *testing.T) int {

@@ -148,18 +148,7 @@ func copyFile(t *testing.T, from, to string) {
 
 func (e *githubEnv) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", e.api.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer placeholder") // what the agent's SDK sends; replaced
-	resp, err := e.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return getAuth(t, e.client, e.api.URL+path, "Bearer placeholder") // what the agent's SDK sends; replaced
 }
 
 // leaks fails the test if any of secrets, or a line of the app's private

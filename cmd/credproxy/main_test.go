@@ -124,7 +124,21 @@ func agent(t *testing.T, proxyAddr, caFile string) *http.Client {
 
 func get(t *testing.T, c *http.Client, u string) (int, string) {
 	t.Helper()
-	resp, err := c.Get(u)
+	return getAuth(t, c, u, "")
+}
+
+// getAuth is get with an Authorization header (none when auth is ""): what
+// the agent's SDK sends, a placeholder credproxy replaces.
+func getAuth(t *testing.T, c *http.Client, u, auth string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
