@@ -168,7 +168,11 @@ func runCompare(ctx context.Context, o options, rep *report, dir string, p *cred
 		}
 	}
 	if o.cpuProfile != "" {
-		if err := compareProfiles(o, c, p, bare, arms[1], arms[2], base); err != nil {
+		var h2Arm *arm
+		if len(arms) > 3 {
+			h2Arm = arms[3]
+		}
+		if err := compareProfiles(o, c, p, bare, arms[1], arms[2], h2Arm, base); err != nil {
 			return err
 		}
 	}
@@ -178,15 +182,21 @@ func runCompare(ctx context.Context, o options, rep *report, dir string, p *cred
 	return nil
 }
 
-// compareProfiles profiles credproxy (agent side HTTP/1.1) and bench/bare
-// each under the same keep-alive load, one after the other.
-func compareProfiles(o options, c *compareReport, p *credproxyProc, bare *bareProc, bareArm, cpArm *arm, base string) error {
+// compareProfiles profiles credproxy (agent side HTTP/1.1, then HTTP/2 when
+// h2Arm is not nil, into FILE.h2) and bench/bare (FILE.bare) each under the
+// same keep-alive load, one after the other.
+func compareProfiles(o options, c *compareReport, p *credproxyProc, bare *bareProc, bareArm, cpArm, h2Arm *arm, base string) error {
 	secs := max(1, int(o.duration.Seconds())-1)
-	for _, x := range []struct {
+	type profiled struct {
 		a    *arm
 		file string
 		prof func(string, int) error
-	}{{cpArm, o.cpuProfile, p.profile}, {bareArm, o.cpuProfile + ".bare", bare.profile}} {
+	}
+	runs := []profiled{{cpArm, o.cpuProfile, p.profile}, {bareArm, o.cpuProfile + ".bare", bare.profile}}
+	if h2Arm != nil {
+		runs = append(runs, profiled{h2Arm, o.cpuProfile + ".h2", p.profile})
+	}
+	for _, x := range runs {
 		step(fmt.Sprintf("CPU profile of %s under keep-alive load, %ds", x.a.name, secs))
 		done := make(chan error, 1)
 		go func() { done <- x.prof(x.file, secs) }()
