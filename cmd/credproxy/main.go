@@ -31,7 +31,7 @@ commands:
   exec     --config FILE [--client NAME] [--with-proxy] -- CMD ARGS...
                            run an agent with that environment, its credential variables
                            replaced by a placeholder (--with-proxy: run the proxy too)
-  mcp      [--admin URL] [--token-file FILE]
+  mcp      [--config FILE] [--admin URL] [--token-file FILE]
                            serve the control API's MCP tools over stdio, calling a running
                            credproxy's admin API (default http://127.0.0.1:9464)
   iptables --config FILE --uid UID [--clean] [--ipv6=false]

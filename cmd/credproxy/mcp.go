@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -26,8 +27,27 @@ func cmdMCP(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", envOr("CREDPROXY_ADMIN_URL", defaultAdminURL), "a running credproxy's admin API ($CREDPROXY_ADMIN_URL)")
 	tokenFile := fs.String("token-file", os.Getenv("CREDPROXY_ADMIN_TOKEN_FILE"), "file holding the admin token ($CREDPROXY_ADMIN_TOKEN_FILE)")
+	cfgFile := fs.String("config", "", "the running credproxy's config: its admin listener and tokenFile, unless --admin or --token-file (or their variables) say otherwise")
 	if ok, code := parseFlags(fs, args); !ok {
 		return code
+	}
+	if *cfgFile != "" {
+		set := map[string]bool{
+			"admin":      os.Getenv("CREDPROXY_ADMIN_URL") != "",
+			"token-file": os.Getenv("CREDPROXY_ADMIN_TOKEN_FILE") != "",
+		}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg, err := rules.Load(*cfgFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "credproxy mcp: --config: %v\n", err)
+			return 2
+		}
+		if !set["admin"] {
+			*admin = adminURLOf(cfg.Admin)
+		}
+		if !set["token-file"] {
+			*tokenFile = cfg.AdminTokenFile
+		}
 	}
 	if *tokenFile == "" {
 		fmt.Fprintln(stderr, "credproxy mcp: --token-file (or $CREDPROXY_ADMIN_TOKEN_FILE) is required: the control API refuses calls without the admin token")
@@ -55,6 +75,19 @@ func cmdMCP(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// adminURLOf is the URL to reach an admin listener on listen (host:port):
+// an unspecified host (0.0.0.0, ::, empty) is reached on loopback.
+func adminURLOf(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen // NewClient says what is wrong with it
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func envOr(name, def string) string {

@@ -221,6 +221,15 @@ func TestMCPSubcommandFlags(t *testing.T) {
 	writeAdminToken(t, dir)
 	good := filepath.Join(dir, "admin-token")
 	t.Setenv("CREDPROXY_ADMIN_TOKEN_FILE", "")
+	t.Setenv("CREDPROXY_ADMIN_URL", "")
+	// --config: the admin listener and token file come from the config's
+	// admin block, read by the one config loader (its errors name file:line).
+	cfgShort := filepath.Join(dir, "short.yaml")
+	os.WriteFile(cfgShort, []byte("admin: {listen: 0.0.0.0:9999, tokenFile: short-token}\n"), 0o600)
+	cfgBad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(cfgBad, []byte("admin: {listen: 127.0.0.1:9999, tokenFile: admin-token}\nleases: {idleTimeout: soon}\n"), 0o600)
+	cfgGood := filepath.Join(dir, "good.yaml")
+	os.WriteFile(cfgGood, []byte("admin: {listen: 127.0.0.1:9999, tokenFile: admin-token}\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -230,6 +239,9 @@ func TestMCPSubcommandFlags(t *testing.T) {
 		{[]string{"--token-file", short}, "--token-file: token is 13 bytes"},
 		{[]string{"--token-file", good, "--admin", "127.0.0.1:9464"}, "--admin: admin URL"},
 		{[]string{"--token-file", good, "--admin", "http://u:p@127.0.0.1:9464"}, "--admin: admin URL"},
+		{[]string{"--config", cfgShort}, "--config: " + cfgShort + ":1: admin.tokenFile: token is 13 bytes"},
+		{[]string{"--config", cfgBad}, "--config: " + cfgBad + ":2: leases.idleTimeout"},
+		{[]string{"--config", cfgGood, "--admin", "127.0.0.1:1"}, "--admin: admin URL"}, // a flag wins over the config
 	} {
 		var out, errb bytes.Buffer
 		if code := runMain(context.Background(), append([]string{"mcp"}, tc.args...), &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
@@ -237,6 +249,23 @@ func TestMCPSubcommandFlags(t *testing.T) {
 		}
 		if strings.Contains(errb.String(), "sk-test-short") || strings.Contains(errb.String(), adminToken) {
 			t.Errorf("credproxy mcp %v: stderr quotes a token: %q", tc.args, errb.String())
+		}
+	}
+}
+
+// --config reaches the admin listener it names; an unspecified host is
+// reached on loopback.
+func TestMCPAdminURLOfConfig(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:9464": "http://127.0.0.1:9464",
+		"0.0.0.0:9464":   "http://127.0.0.1:9464",
+		"[::]:9464":      "http://127.0.0.1:9464",
+		":9464":          "http://127.0.0.1:9464",
+		"[::1]:9464":     "http://[::1]:9464",
+		"localhost:9464": "http://localhost:9464",
+	} {
+		if got := adminURLOf(listen); got != want {
+			t.Errorf("adminURLOf(%q) = %q, want %q", listen, got, want)
 		}
 	}
 }
