@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/credproxy/credproxy/internal/netnstest"
 	"github.com/credproxy/credproxy/internal/proctest"
 	"github.com/credproxy/credproxy/internal/testutil"
@@ -18,36 +22,39 @@ import (
 // The compose project run for real: each service is a network namespace on
 // one bridge (the project network), with the other services' names in its
 // /etc/hosts as compose's DNS would answer them. Services, commands, env,
-// volumes and secrets come from docker-compose.yaml (read with yaml.v3:
-// the compose-go loader is not among this project's dependencies), named
-// volumes and secrets become directories and files, bind mounts the
-// project's own files.
+// volumes and secrets come from docker-compose.yaml as compose-go's loader
+// reads it (docker compose's own: interpolation, relative paths, volume and
+// secret syntax); named volumes and secrets become directories and files,
+// bind mounts the project's own files.
 
 const (
 	composeCredproxyIP = "10.77.0.10"
 	composeAgentIP     = "10.77.0.11"
 )
 
-type composeService struct {
-	Command     []string          `yaml:"command"`
-	Environment map[string]string `yaml:"environment"`
-	Volumes     []string          `yaml:"volumes"`
-	Secrets     []string          `yaml:"secrets"`
-	Ports       []string          `yaml:"ports"`
-}
-
-type composeFile struct {
-	Services map[string]composeService `yaml:"services"`
-	Secrets  map[string]struct {
-		File string `yaml:"file"`
-	} `yaml:"secrets"`
+// loadCompose loads compose/docker-compose.yaml as docker compose would,
+// with env as the variables its ${...} interpolate.
+func loadCompose(t *testing.T, env map[string]string) *types.Project {
+	t.Helper()
+	dir, err := filepath.Abs("compose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  dir,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(dir, "docker-compose.yaml")}},
+		Environment: env,
+	}, func(o *loader.Options) { o.SetProjectName("credproxy-test", true) })
+	if err != nil {
+		t.Fatalf("compose-go: %v", err)
+	}
+	return p
 }
 
 // composeProject is the compose file started in namespaces.
 type composeProject struct {
 	root string
-	dir  string // the compose file's directory, for bind mounts
-	file composeFile
+	proj *types.Project
 	vols map[string]string // named volume → directory
 }
 
@@ -55,17 +62,20 @@ type composeProject struct {
 // (a directory each, shared by the services that name it), its bind mounts
 // of project files (a copy under root, passed through edit with the whole
 // map known) and its secrets (/run/secrets/NAME, holding the test token).
-func (c *composeProject) mounts(t *testing.T, svc composeService, uid int, edit func(m map[string]string, text string) string) map[string]string {
+func (c *composeProject) mounts(t *testing.T, svc types.ServiceConfig, uid int, edit func(m map[string]string, text string) string) map[string]string {
 	t.Helper()
 	m := map[string]string{}
 	binds := map[string]string{} // host copy → project file
 	for _, v := range svc.Volumes {
-		parts := strings.Split(v, ":")
-		src, dst := parts[0], parts[1]
-		if strings.HasPrefix(src, ".") {
+		src, dst := v.Source, v.Target
+		switch v.Type {
+		case types.VolumeTypeBind: // the loader made src absolute
 			m[dst] = filepath.Join(c.root, "bind", filepath.Base(src))
-			binds[m[dst]] = filepath.Join(c.dir, src)
+			binds[m[dst]] = src
 			continue
+		case types.VolumeTypeVolume:
+		default:
+			t.Fatalf("service %s: volume %s of type %s: the test knows bind and volume", svc.Name, dst, v.Type)
 		}
 		if c.vols[src] == "" {
 			c.vols[src] = filepath.Join(c.root, "vol-"+src)
@@ -78,12 +88,16 @@ func (c *composeProject) mounts(t *testing.T, svc composeService, uid int, edit 
 		}
 		m[dst] = c.vols[src]
 	}
-	for _, s := range svc.Secrets {
-		if c.file.Secrets[s].File == "" {
-			t.Fatalf("secret %s has no file", s)
+	for _, sc := range svc.Secrets {
+		if c.proj.Secrets[sc.Source].File == "" {
+			t.Fatalf("secret %s has no file", sc.Source)
 		}
-		m["/run/secrets/"+s] = filepath.Join(c.root, "secrets", s)
-		writeOwned(t, m["/run/secrets/"+s], []byte(podTestToken+"\n"), uid)
+		target := sc.Target
+		if target == "" || !filepath.IsAbs(target) {
+			target = "/run/secrets/" + cmp.Or(target, sc.Source)
+		}
+		m[target] = filepath.Join(c.root, "secrets", sc.Source)
+		writeOwned(t, m[target], []byte(podTestToken+"\n"), uid)
 	}
 	for host, src := range binds {
 		data, err := os.ReadFile(src)
@@ -122,18 +136,14 @@ func mapPaths(m map[string]string, s string) string {
 	return strings.NewReplacer(pairs...).Replace(s)
 }
 
-// envOf is a service's environment, ${VAR:-default} taken from vars, paths mapped.
-func envOf(svc composeService, m map[string]string, vars map[string]string) []string {
+// envOf is a service's environment (interpolated by the loader), paths
+// mapped; a variable without a value is left unset, as compose does.
+func envOf(svc types.ServiceConfig, m map[string]string) []string {
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/"}
 	for k, v := range svc.Environment {
-		v = os.Expand(v, func(name string) string {
-			name, def, _ := strings.Cut(name, ":-")
-			if val, ok := vars[name]; ok {
-				return val
-			}
-			return def
-		})
-		env = append(env, k+"="+mapPaths(m, v))
+		if v != nil {
+			env = append(env, k+"="+mapPaths(m, *v))
+		}
 	}
 	return env
 }
@@ -142,9 +152,10 @@ func TestComposeProject(t *testing.T) {
 	lookPath(t, "python3")
 	lookPath(t, "curl")
 	netnstest.RequireRoot(t)
-	c := &composeProject{root: rootDir(t), dir: "compose", vols: map[string]string{}}
-	mustDecode(t, "compose/docker-compose.yaml", &c.file)
-	proxySvc, agentSvc := c.file.Services["credproxy"], c.file.Services["agent"]
+	// The key is what ${OPENAI_API_KEY:-} interpolates in credproxy's
+	// environment; the agent's stays the file's placeholder.
+	c := &composeProject{root: rootDir(t), proj: loadCompose(t, map[string]string{"OPENAI_API_KEY": podTestKey}), vols: map[string]string{}}
+	proxySvc, agentSvc := c.proj.Services["credproxy"], c.proj.Services["agent"]
 
 	br := netnstest.NewBridge(t)
 	proxyNS, agentNS, inet := netnstest.New(t), netnstest.New(t), netnstest.New(t)
@@ -167,7 +178,7 @@ func TestComposeProject(t *testing.T) {
 	}
 	wrapper := filepath.Join(c.root, "credproxy-in-compose")
 	inNS := append([]string{"ip", "netns", "exec", proxyNS.Name, "setpriv", fmt.Sprintf("--reuid=%d", imageUID), fmt.Sprintf("--regid=%d", imageUID),
-		"--clear-groups", "--pdeathsig=KILL", "env", "-i"}, append(envOf(proxySvc, proxyMounts, map[string]string{"OPENAI_API_KEY": podTestKey}), credproxyBin(t))...)
+		"--clear-groups", "--pdeathsig=KILL", "env", "-i"}, append(envOf(proxySvc, proxyMounts), credproxyBin(t))...)
 	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\nexec "+shellQuote(inNS)+` "$@"`+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +201,7 @@ func TestComposeProject(t *testing.T) {
 	run := func(argv ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		full := append(append([]string{"env", "-i"}, envOf(agentSvc, agentMounts, nil)...), argv...)
+		full := append(append([]string{"env", "-i"}, envOf(agentSvc, agentMounts)...), argv...)
 		out, err := agentNS.Command(ctx, full[0], full[1:]...).CombinedOutput()
 		return string(out), err
 	}
