@@ -105,6 +105,10 @@ func (l *loader) checkDatabases(c *Config) {
 		default:
 			listens[d.Listen] = d.Line
 			l.checkListen(d.Listen, join(field, "listen"))
+			if host, _, err := net.SplitHostPort(d.Listen); err == nil && !isLoopback(host) && len(clients) == 0 {
+				// Without clients: a connection needs no password at all.
+				l.warnf(join(field, "listen"), "database %q listens on %s, not loopback, and clients: is not set: whoever can reach it is logged in to %s without a password", d.Name, d.Listen, d.Upstream.Database)
+			}
 		}
 		l.checkDBUpstream(d.Upstream, join(field, "upstream"))
 		l.checkDBCredential(c, d, field)

@@ -124,3 +124,20 @@ func TestDatabaseTLSRules(t *testing.T) {
 		}
 	}
 }
+
+// A database listener that is not loopback, without clients:, lets
+// whoever reaches it log in without a password: the config says so.
+func TestDatabaseListenBeyondLoopbackWarns(t *testing.T) {
+	t.Setenv("CREDPROXY_TEST_DB_PASSWORD", "sk-test-db-password")
+	base := "credentials:\n  db: {source: env, env: CREDPROXY_TEST_DB_PASSWORD}\ndatabases:\n"
+	for listen, want := range map[string]bool{"0.0.0.0:5433": true, "10.0.0.5:5433": true, "127.0.0.1:5433": false, "localhost:5433": false, "[::1]:5433": false} {
+		c, err := Parse("test.yaml", []byte(base+"  - {name: x, listen: \""+listen+"\", credential: db, upstream: {host: 127.0.0.1, database: d, user: u, sslmode: disable}}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", listen, err)
+		}
+		got := strings.Contains(strings.Join(c.Warnings, "\n"), "not loopback, and clients: is not set")
+		if got != want {
+			t.Errorf("listen %s: warned %v, want %v (%q)", listen, got, want, c.Warnings)
+		}
+	}
+}
