@@ -34,6 +34,11 @@ const (
 type echoes struct {
 	mu    sync.Mutex
 	dests *lru.Cache[rules.Dest, *echoSet]
+	// scrubbers shares one Scrubber among destinations sent the same values
+	// (a wildcard rule's thousand hosts get one credential): a Scrubber is
+	// ~12 KiB of matchers, and one per host was most of credproxy's heap
+	// after a thousand hosts. Keyed by the values, NUL-joined.
+	scrubbers *lru.Cache[string, *secret.Scrubber]
 }
 
 type echoSet struct {
@@ -41,9 +46,13 @@ type echoSet struct {
 	s      *secret.Scrubber
 }
 
+// maxEchoScrubbers bounds the distinct value sets whose scrubbers are kept.
+const maxEchoScrubbers = 256
+
 func newEchoes() *echoes {
-	c, _ := lru.New[rules.Dest, *echoSet](maxEchoDests) // size > 0: no error
-	return &echoes{dests: c}
+	c, _ := lru.New[rules.Dest, *echoSet](maxEchoDests)          // size > 0: no error
+	sc, _ := lru.New[string, *secret.Scrubber](maxEchoScrubbers) // likewise
+	return &echoes{dests: c, scrubbers: sc}
 }
 
 // remember adds values injected toward d.
@@ -66,7 +75,13 @@ func (e *echoes) remember(d rules.Dest, values ...string) {
 	if n := len(next.values) - maxEchoValues; n > 0 {
 		next.values = next.values[n:]
 	}
-	next.s = secret.NewScrubberMin(secret.MinInjectLen, next.values...)
+	key := strings.Join(next.values, "\x00")
+	if sc, ok := e.scrubbers.Get(key); ok {
+		next.s = sc
+	} else {
+		next.s = secret.NewScrubberMin(secret.MinInjectLen, next.values...)
+		e.scrubbers.Add(key, next.s)
+	}
 	e.dests.Add(d, next)
 }
 
