@@ -156,6 +156,42 @@ func TestTokenWithoutExpiryUsesCredentialTTL(t *testing.T) {
 	}
 }
 
+// expires_in is the provider's: a short one bounds the lease (counted from
+// before the request), an absurd one (that would overflow a Duration) or a
+// negative one never makes a lease live longer than the credential's ttl,
+// and a negative one is refused as an expired token.
+func TestHostileExpiresIn(t *testing.T) {
+	for _, tc := range []struct {
+		expiresIn string
+		term      time.Duration // 0: acquisition refused
+	}{
+		{"30", 30 * time.Second},
+		{"1000000000000000", 90 * time.Second},
+		{"9223372036854775807", 90 * time.Second},
+		{"-5", 0},
+	} {
+		src, _ := hostileSource(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"access_token":"sk-test-expiresin-token","token_type":"bearer","expires_in":`+tc.expiresIn+`}`)
+		}, 5*time.Second, io.Discard)
+		e := newManager(t, src, lease.Policy{TTL: 90 * time.Second, AutoRenew: true, IdleTimeout: time.Hour})
+		_, err := e.M.Get(t.Context(), "api", "agent", lease.Use{Rule: "r"})
+		if tc.term == 0 {
+			if err == nil || !strings.Contains(err.Error(), "expired token") {
+				t.Errorf("expires_in %s: %v, want refused as an expired token", tc.expiresIn, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("expires_in %s: %v", tc.expiresIn, err)
+		}
+		in := e.M.List()[0]
+		if got := in.Expires.Sub(in.Issued); got != tc.term {
+			t.Errorf("expires_in %s: lease term %v, want %v", tc.expiresIn, got, tc.term)
+		}
+	}
+}
+
 // A redirect from the token endpoint is not followed: it would carry the
 // client's credentials to whatever URL the endpoint names.
 func TestTokenEndpointRedirectNotFollowed(t *testing.T) {

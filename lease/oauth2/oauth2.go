@@ -9,11 +9,13 @@ package oauth2
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -125,6 +127,38 @@ func (s *Source) readSecretFile(field, path string) (string, error) {
 	return v, nil
 }
 
+// wireExpiresIn is the token response's expires_in in seconds (0 when
+// absent or unreadable). x/oauth2 fills Token.ExpiresIn on some paths only
+// (clientcredentials keeps it in the raw response), so both are read; a
+// number sent as a string (as some providers do) counts too.
+func wireExpiresIn(tok *xoauth2.Token) int64 {
+	if tok.ExpiresIn != 0 {
+		return tok.ExpiresIn
+	}
+	var f float64
+	switch v := tok.Extra("expires_in").(type) {
+	case float64:
+		f = v
+	case json.Number:
+		f, _ = v.Float64()
+	case string:
+		f, _ = strconv.ParseFloat(v, 64)
+	}
+	switch {
+	case f != f: // NaN
+		return 0
+	case f > maxExpiresIn:
+		return maxExpiresIn + 1
+	case f < -maxExpiresIn:
+		return -1
+	}
+	return int64(f)
+}
+
+// maxExpiresIn is the longest expires_in taken as the token's lifetime (ten
+// years, in seconds); a larger one leaves the lease to the credential's ttl.
+const maxExpiresIn = 10 * 365 * 24 * 3600
+
 // Acquire mints a new access token. Its TTL is the token's own lifetime,
 // which the manager treats as a hard deadline; a token without expires_in
 // gets the credential's TTL.
@@ -142,7 +176,17 @@ func (s *Source) Acquire(ctx context.Context, _ lease.Request) (lease.Grant, err
 		Value: tok.AccessToken,
 		Data:  map[string]string{"access_token": tok.AccessToken},
 	}
-	if !tok.Expiry.IsZero() {
+	switch expiresIn := wireExpiresIn(tok); {
+	case expiresIn > maxExpiresIn:
+		// A lifetime beyond any real token's (or one that would overflow
+		// a Duration): the credential's ttl bounds the lease instead.
+	case expiresIn > 0:
+		// The provider's own figure. The manager counts a grant's TTL from
+		// before the request, so this never outlives the token, and a slow
+		// moment between the answer and here cannot turn a live token
+		// into an "expired" one (a 2s token says expires_in 1).
+		g.TTL = time.Duration(expiresIn) * time.Second
+	case !tok.Expiry.IsZero(): // a token source that only sets Expiry
 		g.TTL = time.Until(tok.Expiry)
 		if g.TTL <= 0 {
 			return lease.Grant{}, &lease.SourceError{Err: fmt.Errorf("oauth2 %s: token endpoint returned an expired token", s.cfg.Name)}
