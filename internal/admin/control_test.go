@@ -12,68 +12,23 @@ import (
 	"time"
 
 	"github.com/credproxy/credproxy/internal/control"
+	"github.com/credproxy/credproxy/internal/control/controltest"
 	"github.com/credproxy/credproxy/internal/testutil"
 	"github.com/credproxy/credproxy/lease"
-	"github.com/credproxy/credproxy/lease/leasetest"
 	"github.com/credproxy/credproxy/metrics"
-	"github.com/credproxy/credproxy/rules"
 )
 
-const controlConfig = `
-identity: agent-a
-leases: {maxTTL: 2h}
-credentials:
-  openai: {source: env, env: CREDPROXY_TEST_OPENAI}
-  db: {source: env, env: CREDPROXY_TEST_DB, scope: task, maxTTL: 1h}
-  api: {source: env, env: CREDPROXY_TEST_API, scope: task}
-rules:
-  - name: openai
-    hosts: [api.openai.com]
-    credential: openai
-    purpose: chat
-    inject: {header: Authorization, value: "Bearer {{ .Value }}"}
-  - name: reports
-    hosts: [reports.example.test, "*.reports.example.test"]
-    paths: [/v1/]
-    methods: [GET]
-    credential: db
-    inject: {query: key, value: "{{ .Value }}"}
-  - name: api
-    hosts: [api.example.test]
-    credential: api
-    inject: {header: X-Api-Key, value: "{{ .Value }}"}
-`
-
-// controlEnv is the control API over real HTTP: the admin server on
-// 127.0.0.1 in front of a lease manager whose credentials come from
-// controlConfig, each on its own counting test source, on a fake clock.
+// controlEnv is the control API (controltest: a real lease manager over
+// test sources, on a fake clock) served by the admin server on 127.0.0.1.
 type controlEnv struct {
-	url   string
-	m     *lease.Manager
-	srcs  map[string]*leasetest.Source
-	clock *leasetest.Clock
-	audit *testutil.SyncBuffer
+	*controltest.Env
+	url string
 }
 
 func newControlEnv(t *testing.T, reload func() error) *controlEnv {
 	t.Helper()
-	cfg, err := rules.Parse("rules.yaml", []byte(controlConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &controlEnv{srcs: map[string]*leasetest.Source{}, clock: leasetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)),
-		audit: &testutil.SyncBuffer{}}
-	var creds []lease.Credential
-	for name, c := range cfg.Credentials {
-		e.srcs[name] = leasetest.NewSource()
-		creds = append(creds, lease.Credential{Name: name, SourceName: "test", Source: e.srcs[name], Policy: lease.Policy{
-			TTL: c.Policy.DefaultTTL, MaxTTL: c.Policy.MaxTTL, AutoRenew: c.Policy.AutoRenew,
-			RenewBeforeExpiry: c.Policy.RenewBeforeExpiry, PerTask: c.Scope == rules.ScopeTask}})
-	}
-	e.m = lease.NewManager(creds, lease.Options{Clock: e.clock, Audit: lease.NewAuditor(e.audit), MaxTaskTTL: cfg.Leases.MaxTTL})
-	t.Cleanup(func() { _ = e.m.Shutdown(context.Background()) })
-	ctl := control.New(control.Options{Leases: e.m, Config: func() *rules.Config { return cfg }, Reload: reload})
-	e.url = serveAdmin(t, Options{Metrics: metrics.New(), Token: testToken, Control: ctl}).URL
+	e := &controlEnv{Env: controltest.New(t, reload)}
+	e.url = serveAdmin(t, Options{Metrics: metrics.New(), Token: testToken, Control: e.Ctl}).URL
 	return e
 }
 
@@ -127,11 +82,11 @@ func TestControlRoutesNeedTheToken(t *testing.T) {
 			t.Errorf("%s %s: error %d as %q, want problem+json", r.method, r.path, status, hdr.Get("Content-Type"))
 		}
 	}
-	if ts := e.m.Tasks(); len(ts) != 1 {
+	if ts := e.M.Tasks(); len(ts) != 1 {
 		t.Errorf("tasks begun: %d, want only the authenticated one", len(ts))
 	}
 	// No token configured: every control route is closed.
-	closed := serveAdmin(t, Options{Control: control.New(control.Options{Leases: e.m})})
+	closed := serveAdmin(t, Options{Control: control.New(control.Options{Leases: e.M})})
 	for _, r := range controlRoutesList {
 		status, hdr, body := do(t, r.method, closed.URL+r.path, "Bearer "+testToken, r.body)
 		wantProblem(t, r.method+" "+r.path+" with no token configured", status, hdr, body, http.StatusForbidden, "admin-disabled")
@@ -147,10 +102,10 @@ func TestControlTaskLifecycle(t *testing.T) {
 		t.Fatalf("begun task = %+v, want open, 30m, two leases", in)
 	}
 	for _, name := range []string{"db", "api"} {
-		if _, err := e.m.Get(context.Background(), name, "agent-a", lease.Use{Task: in.ID}); err != nil {
+		if _, err := e.M.Get(context.Background(), name, "agent-a", lease.Use{Task: in.ID}); err != nil {
 			t.Fatal(err)
 		}
-		if n := e.srcs[name].Acquires(); n != 1 {
+		if n := e.Srcs[name].Acquires(); n != 1 {
 			t.Fatalf("%s: %d acquires, want the one at begin", name, n)
 		}
 	}
@@ -168,22 +123,22 @@ func TestControlTaskLifecycle(t *testing.T) {
 		t.Fatalf("DELETE /tasks/%s = %d %s, want 200 ended holding nothing", in.ID, status, body)
 	}
 	for _, name := range []string{"db", "api"} {
-		if n := e.srcs[name].Revokes(); n != 1 {
+		if n := e.Srcs[name].Revokes(); n != 1 {
 			t.Errorf("%s: %d revokes after DELETE, want 1", name, n)
 		}
 	}
-	if got := strings.Count(e.audit.String(), `"reason":"task_end"`); got != 2 {
-		t.Errorf("audit has %d task_end revocations, want 2:\n%s", got, e.audit.String())
+	if got := strings.Count(e.Audit.String(), `"reason":"task_end"`); got != 2 {
+		t.Errorf("audit has %d task_end revocations, want 2:\n%s", got, e.Audit.String())
 	}
 	status, hdr, body := e.call(t, "DELETE", "/tasks/tsk_0000000000000000", "")
 	wantProblem(t, "DELETE an unknown task", status, hdr, body, http.StatusNotFound, "admin-not-found")
 
 	// Expiry on the manager's clock: a 1m task is gone after a minute.
 	short := e.begin(t, `{"purpose":"one call","ttl":"1m","credentials":["api"]}`)
-	e.clock.Advance(time.Minute)
-	testutil.WaitFor(t, func() bool { return strings.Contains(e.audit.String(), `"reason":"task_expired"`) },
+	e.Clock.Advance(time.Minute)
+	testutil.WaitFor(t, func() bool { return strings.Contains(e.Audit.String(), `"reason":"task_expired"`) },
 		"the 1m task's lease revoked as task_expired")
-	if n := e.srcs["api"].Revokes(); n != 2 {
+	if n := e.Srcs["api"].Revokes(); n != 2 {
 		t.Errorf("api: %d revokes, want 2 (task end, then expiry)", n)
 	}
 	_, _, list = e.call(t, "GET", "/tasks", "")
@@ -234,10 +189,10 @@ func TestControlHostileTaskInput(t *testing.T) {
 			wantProblem(t, tc.name, resp.StatusCode, resp.Header, buf.String(), tc.want, tc.slug)
 		})
 	}
-	if ts := e.m.Tasks(); len(ts) != 0 {
+	if ts := e.M.Tasks(); len(ts) != 0 {
 		t.Fatalf("hostile input began tasks: %+v", ts)
 	}
-	for name, src := range e.srcs {
+	for name, src := range e.Srcs {
 		if src.Acquires() != 0 {
 			t.Errorf("hostile input acquired %s", name)
 		}
@@ -260,11 +215,11 @@ func TestControlHostileTaskInput(t *testing.T) {
 // A store that fails at begin: 502, and nothing is held.
 func TestControlBeginStoreFailure(t *testing.T) {
 	e := newControlEnv(t, nil)
-	e.srcs["api"].FailAcquire(&lease.SourceError{Status: 503, Err: errors.New("vault: sealed")})
+	e.Srcs["api"].FailAcquire(&lease.SourceError{Status: 503, Err: errors.New("vault: sealed")})
 	status, hdr, body := e.call(t, "POST", "/tasks", `{"credentials":["db","api"]}`)
 	wantProblem(t, "begin with api failing", status, hdr, body, http.StatusBadGateway, "admin-store-failed")
-	if n, ts := len(e.m.List()), e.m.Tasks(); n != 0 || len(ts) != 0 || e.srcs["db"].Revokes() != 1 {
-		t.Fatalf("after a failed begin: %d leases, tasks %+v, db revoked %d; want nothing held", n, ts, e.srcs["db"].Revokes())
+	if n, ts := len(e.M.List()), e.M.Tasks(); n != 0 || len(ts) != 0 || e.Srcs["db"].Revokes() != 1 {
+		t.Fatalf("after a failed begin: %d leases, tasks %+v, db revoked %d; want nothing held", n, ts, e.Srcs["db"].Revokes())
 	}
 }
 

@@ -54,7 +54,7 @@ func TestMCPNeedsTheToken(t *testing.T) {
 		t.Errorf("initialize with the token: %d %v %s, want 200 and the server's info", status, hdr, body)
 	}
 
-	off := serveAdmin(t, Options{Metrics: metrics.New(), Control: control.New(control.Options{Leases: e.m})}).URL
+	off := serveAdmin(t, Options{Metrics: metrics.New(), Control: control.New(control.Options{Leases: e.M})}).URL
 	status, hdr, body = mcpPost(t, off, "Bearer "+testToken, "", "application/json", mcpInitialize)
 	wantProblem(t, "initialize with no token configured", status, hdr, body, http.StatusForbidden, "admin-disabled")
 }

@@ -3,7 +3,6 @@ package mcpserver_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,77 +13,28 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credproxy/credproxy/internal/admin"
-	"github.com/credproxy/credproxy/internal/control"
-	"github.com/credproxy/credproxy/internal/testutil"
-	"github.com/credproxy/credproxy/lease"
-	"github.com/credproxy/credproxy/lease/leasetest"
+	"github.com/credproxy/credproxy/internal/control/controltest"
 	"github.com/credproxy/credproxy/metrics"
-	"github.com/credproxy/credproxy/rules"
 )
 
 const testToken = "admin-token-0123456789abcdef"
 
-// testConfig: a shared credential and two task-scoped ones; the values come
-// from CREDPROXY_TEST_* but the lease manager's sources are test sources
-// whose values are sk-test-N.
-const testConfig = `
-identity: agent-a
-leases: {maxTTL: 2h}
-credentials:
-  openai: {source: env, env: CREDPROXY_TEST_OPENAI}
-  db: {source: env, env: CREDPROXY_TEST_DB, scope: task, maxTTL: 1h}
-  api: {source: env, env: CREDPROXY_TEST_API, scope: task}
-rules:
-  - name: openai
-    hosts: [api.openai.com]
-    credential: openai
-    purpose: chat
-    inject: {header: Authorization, value: "Bearer {{ .Value }}"}
-  - name: reports
-    hosts: [reports.example.test]
-    paths: [/v1/]
-    credential: db
-    inject: {query: key, value: "{{ .Value }}"}
-  - name: api
-    hosts: [api.example.test]
-    credential: api
-    inject: {header: X-Api-Key, value: "{{ .Value }}"}
-`
-
-// env is the control API over a real lease manager (test sources, fake
-// clock) and, served on a 127.0.0.1 listener, the admin server that mounts
-// it at /mcp.
+// env is the control API (controltest: a real lease manager over test
+// sources, on a fake clock) and, served on a 127.0.0.1 listener, the admin
+// server that mounts it at /mcp.
 type env struct {
-	ctl   *control.Control
-	m     *lease.Manager
-	srcs  map[string]*leasetest.Source
-	audit *testutil.SyncBuffer
+	*controltest.Env
 	admin string // http://127.0.0.1:port
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	cfg, err := rules.Parse("rules.yaml", []byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{srcs: map[string]*leasetest.Source{}, audit: &testutil.SyncBuffer{}}
-	var creds []lease.Credential
-	for name, c := range cfg.Credentials {
-		e.srcs[name] = leasetest.NewSource()
-		creds = append(creds, lease.Credential{Name: name, SourceName: "test", Source: e.srcs[name], Policy: lease.Policy{
-			TTL: c.Policy.DefaultTTL, MaxTTL: c.Policy.MaxTTL, PerTask: c.Scope == rules.ScopeTask}})
-	}
-	clock := leasetest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	e.m = lease.NewManager(creds, lease.Options{Clock: clock, Audit: lease.NewAuditor(e.audit), Logger: slog.New(slog.DiscardHandler), MaxTaskTTL: cfg.Leases.MaxTTL})
-	t.Cleanup(func() { _ = e.m.Shutdown(context.Background()) })
-	e.ctl = control.New(control.Options{Leases: e.m, Config: func() *rules.Config { return cfg }})
-
+	e := &env{Env: controltest.New(t, nil)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(admin.New(admin.Options{Metrics: metrics.New(), Token: testToken, Control: e.ctl, Version: "test"}))
+	srv := httptest.NewUnstartedServer(admin.New(admin.Options{Metrics: metrics.New(), Token: testToken, Control: e.Ctl, Version: "test"}))
 	srv.Listener.Close()
 	srv.Listener = ln
 	srv.Start()

@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credproxy/credproxy/internal/control"
+	"github.com/credproxy/credproxy/internal/control/controltest"
 	"github.com/credproxy/credproxy/internal/mcpserver"
 	"github.com/credproxy/credproxy/lease"
 	"github.com/credproxy/credproxy/proxy"
@@ -94,15 +95,15 @@ func taskLifecycle(t *testing.T, e *env, cs *mcp.ClientSession) {
 	var creds struct{ Credentials []control.CredentialInfo }
 	res := ok(t, cs, "list_credentials", nil, &creds)
 	if len(creds.Credentials) != 3 || creds.Credentials[1].Name != "db" || creds.Credentials[1].Scope != "task" ||
-		fmt.Sprint(creds.Credentials[1].Hosts) != "[reports.example.test]" || creds.Credentials[2].Rules[0].Purpose != "chat" {
-		t.Errorf("list_credentials = %+v, want api, db (task, reports.example.test), openai (purpose chat)", creds.Credentials)
+		fmt.Sprint(creds.Credentials[1].Hosts) != "[reports.example.test *.reports.example.test]" || creds.Credentials[2].Rules[0].Purpose != "chat" {
+		t.Errorf("list_credentials = %+v, want api, db (task, reports.example.test and its subdomains), openai (purpose chat)", creds.Credentials)
 	}
 	noValue(t, "list_credentials", res)
 
 	var ti lease.TaskInfo
 	res = ok(t, cs, "begin_task", map[string]any{"purpose": "quarterly report", "ttl": "15m", "credentials": []string{"db"}}, &ti)
-	if ti.ID == "" || ti.State != "open" || ti.TTL != "15m0s" || len(ti.Leases) != 1 || e.srcs["db"].Acquires() != 1 {
-		t.Fatalf("begin_task = %+v (db acquired %d times), want an open 15m task holding one db lease", ti, e.srcs["db"].Acquires())
+	if ti.ID == "" || ti.State != "open" || ti.TTL != "15m0s" || len(ti.Leases) != 1 || e.Srcs["db"].Acquires() != 1 {
+		t.Fatalf("begin_task = %+v (db acquired %d times), want an open 15m task holding one db lease", ti, e.Srcs["db"].Acquires())
 	}
 	if txt := text(res); !strings.Contains(txt, proxy.TaskHeader+": "+ti.ID) || !strings.Contains(txt, "end_task") {
 		t.Errorf("begin_task text %q: want the header to send and a reminder to end the task", txt)
@@ -121,11 +122,11 @@ func taskLifecycle(t *testing.T, e *env, cs *mcp.ClientSession) {
 	if ended.ID != ti.ID || ended.State != "ended" {
 		t.Errorf("end_task = %+v, want %s ended", ended, ti.ID)
 	}
-	if n := len(e.m.List()); n != 0 {
+	if n := len(e.M.List()); n != 0 {
 		t.Errorf("%d leases held after end_task, want 0", n)
 	}
-	if !strings.Contains(e.audit.String(), `"reason":"task_end"`) {
-		t.Errorf("audit lacks a task_end revocation:\n%s", e.audit.String())
+	if !strings.Contains(e.Audit.String(), `"reason":"task_end"`) {
+		t.Errorf("audit lacks a task_end revocation:\n%s", e.Audit.String())
 	}
 	var tasks struct{ Tasks []lease.TaskInfo }
 	ok(t, cs, "list_tasks", nil, &tasks)
@@ -167,7 +168,7 @@ func TestHostileToolInputOverStreamableHTTP(t *testing.T) {
 	}
 	t.Logf("2 MiB purpose: %.300v", err)
 	ok(t, e.httpSession(t, testToken), "list_tasks", nil, nil) // still serving
-	for _, ti := range e.m.Tasks() {
+	for _, ti := range e.M.Tasks() {
 		if ti.State == "open" {
 			t.Errorf("task %+v open after hostile input", ti)
 		}
@@ -209,7 +210,7 @@ func hostileInput(t *testing.T, e *env, cs *mcp.ClientSession) {
 	toolErr(t, cs, "begin_task", map[string]any{"purpose": "x", "credentials": make([]string, 65)}, "at most 64")
 	toolErr(t, cs, "begin_task", map[string]any{"purpose": "x", "ttl": "5m", "extra": true}, "extra")
 	toolErr(t, cs, "explain", map[string]any{"url": "https://api.openai.com/", "method": "GET /"}, "not an HTTP method")
-	if n := len(e.m.List()); n != 0 {
+	if n := len(e.M.List()); n != 0 {
 		t.Errorf("%d leases held after hostile input, want 0", n)
 	}
 }
@@ -243,7 +244,7 @@ func TestAdminAPIClientFailures(t *testing.T) {
 // control API's rule), and the tool says so.
 func TestExplainNeedsIdentityWithClients(t *testing.T) {
 	t.Setenv("CREDPROXY_TEST_RESEARCHER_TOKEN", "researcher-token-0123456789")
-	cfg, err := rules.Parse("rules.yaml", []byte(testConfig+`
+	cfg, err := rules.Parse("rules.yaml", []byte(controltest.Config+`
 clients:
   - {name: researcher, tokenEnv: CREDPROXY_TEST_RESEARCHER_TOKEN}
 `))
@@ -266,12 +267,12 @@ clients:
 // tool error says both things.
 func TestEndTaskWhenTheStoreRefusesToRevoke(t *testing.T) {
 	e := newEnv(t)
-	cs := inMemory(t, mcpserver.New(mcpserver.Local(e.ctl), mcpserver.Options{}))
+	cs := inMemory(t, mcpserver.New(mcpserver.Local(e.Ctl), mcpserver.Options{}))
 	var ti lease.TaskInfo
 	ok(t, cs, "begin_task", map[string]any{"purpose": "x", "credentials": []string{"db"}}, &ti)
-	e.srcs["db"].FailRevoke(errors.New("store down"))
+	e.Srcs["db"].FailRevoke(errors.New("store down"))
 	toolErr(t, cs, "end_task", map[string]any{"id": ti.ID}, "task "+ti.ID+" ended, but the secret store failed to revoke")
-	if n := len(e.m.List()); n != 0 {
+	if n := len(e.M.List()); n != 0 {
 		t.Errorf("%d leases held after end_task, want 0", n)
 	}
 }
