@@ -13,7 +13,7 @@ import (
 // SSL modes of a database's upstream connection, named as libpq names them.
 const (
 	SSLDisable    = "disable"     // plain TCP: the login crosses the network in the clear
-	SSLRequire    = "require"     // TLS, the chain verified against caFile (required), not the host name: libpq's verify-ca
+	SSLRequire    = "require"     // TLS verified (chain and host name) against caFile alone, which it requires
 	SSLVerifyFull = "verify-full" // TLS, chain (system roots + caFile) and host name verified
 )
 
@@ -146,9 +146,9 @@ func (l *loader) checkDBUpstream(u DBUpstream, field string) {
 		}
 	case SSLRequire:
 		if u.CAFile == "" {
-			// Upstream TLS is always verified: require checks the chain
-			// against caFile (libpq's verify-ca), so it needs one.
-			l.errf(join(field, "caFile"), "required with sslmode require (the server's chain is verified against it); or use verify-full")
+			// Upstream TLS is always verified: require trusts caFile
+			// alone, so it needs one.
+			l.errf(join(field, "caFile"), "required with sslmode require (the server is verified against it alone); or use verify-full")
 		}
 	case SSLVerifyFull:
 	default:

@@ -12,8 +12,8 @@ import (
 )
 
 // The upstream TLS follows sslmode: verify-full checks the chain and the
-// name and never falls back to plain TCP; require verifies the chain
-// against caFile (libpq's verify-ca), and pg.New refuses it without one.
+// name and never falls back to plain TCP; require does the same against
+// caFile alone, and pg.New refuses it without one.
 func TestUpstreamTLS(t *testing.T) {
 	h := newHarness(t, policy)
 	a := admin(t)
@@ -46,8 +46,9 @@ func TestUpstreamTLS(t *testing.T) {
 	}{
 		{"verify-full", "localhost", rules.SSLVerifyFull, certFile, true},
 		{"verify-full-wrong-name", "127.0.0.1", rules.SSLVerifyFull, certFile, false},
-		{"require-ca", "127.0.0.1", rules.SSLRequire, certFile, true},
-		{"require-wrong-ca", "127.0.0.1", rules.SSLRequire, otherCA, false},
+		{"require-ca", "localhost", rules.SSLRequire, certFile, true},
+		{"require-wrong-name", "127.0.0.1", rules.SSLRequire, certFile, false},
+		{"require-wrong-ca", "localhost", rules.SSLRequire, otherCA, false},
 	}
 	noCA := database(t, "require-no-ca", "reports-db")
 	noCA.Upstream.SSLMode = rules.SSLRequire

@@ -41,68 +41,38 @@ func baseConfig(u rules.DBUpstream, dialTimeout time.Duration) (*pgconn.Config, 
 }
 
 // tlsConfig follows libpq's sslmode, except that upstream TLS is always
-// verified: verify-full checks the chain (system roots plus caFile) and the
-// host name; require checks the chain against caFile alone (libpq's
-// verify-ca), and rules refuses a require without caFile.
+// verified, chain and host name, by crypto/tls itself: verify-full trusts
+// the system roots plus caFile; require trusts caFile alone (rules refuses a
+// require without one), so a private CA's server needs no public root.
 func tlsConfig(u rules.DBUpstream) (*tls.Config, error) {
-	var extra *x509.CertPool
+	if u.SSLMode == rules.SSLDisable {
+		return nil, nil
+	}
+	var roots *x509.CertPool
+	switch u.SSLMode {
+	case rules.SSLVerifyFull:
+		var err error
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
+	case rules.SSLRequire:
+		if u.CAFile == "" {
+			return nil, fmt.Errorf("pg: sslmode require needs caFile: the server is verified against it")
+		}
+		roots = x509.NewCertPool()
+	default:
+		return nil, fmt.Errorf("pg: sslmode %q: want disable, require or verify-full", u.SSLMode)
+	}
 	if u.CAFile != "" {
 		pem, err := os.ReadFile(u.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("pg: upstream caFile: %w", err)
 		}
-		extra = x509.NewCertPool()
-		if !extra.AppendCertsFromPEM(pem) {
+		if !roots.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("pg: upstream caFile %s: no PEM certificate", u.CAFile)
 		}
 	}
-	switch u.SSLMode {
-	case rules.SSLDisable:
-		return nil, nil
-	case rules.SSLVerifyFull:
-		roots, err := x509.SystemCertPool()
-		if err != nil {
-			roots = x509.NewCertPool()
-		}
-		if u.CAFile != "" {
-			pem, _ := os.ReadFile(u.CAFile)
-			roots.AppendCertsFromPEM(pem)
-		}
-		return &tls.Config{ServerName: u.Host, RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
-	case rules.SSLRequire:
-		if extra == nil {
-			return nil, fmt.Errorf("pg: sslmode require needs caFile: the server's chain is verified against it")
-		}
-		// The chain is verified by verifyChain against caFile; only the
-		// host-name check is left out, as libpq's verify-ca.
-		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, //nolint:gosec // see verifyChain
-			VerifyPeerCertificate: verifyChain(extra)}, nil
-	}
-	return nil, fmt.Errorf("pg: sslmode %q: want disable, require or verify-full", u.SSLMode)
-}
-
-// verifyChain is libpq's verify-ca: the server's chain must end at roots;
-// its name is not checked.
-func verifyChain(roots *x509.CertPool) func([][]byte, [][]*x509.Certificate) error {
-	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) == 0 {
-			return errors.New("pg: upstream sent no certificate")
-		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, r := range raw {
-			c, err := x509.ParseCertificate(r)
-			if err != nil {
-				return err
-			}
-			certs[i] = c
-		}
-		inter := x509.NewCertPool()
-		for _, c := range certs[1:] {
-			inter.AddCert(c)
-		}
-		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-		return err
-	}
+	return &tls.Config{ServerName: u.Host, RootCAs: roots, MinVersion: tls.VersionTLS12}, nil
 }
 
 // runtimeParams are the agent's startup parameters passed upstream: all but
