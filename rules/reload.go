@@ -25,18 +25,36 @@ func (c *Config) CredentialDefinition(name string) string {
 	}
 	own := *cr
 	own.Line = 0
-	var src *Source
-	if s := c.Sources[cr.Source]; s != nil {
-		cp := *s
-		cp.Line = 0
-		src = &cp
-	}
-	b, err := json.Marshal(struct {
+	return digest(struct {
 		Credential *Credential
 		Source     *Source
-	}{&own, src})
+	}{&own, c.sourceWithoutLine(cr.Source)})
+}
+
+// SourceDefinition is the same for the `sources:` entry name: equal digests
+// mean a client built for one serves the other. "" when there is none.
+func (c *Config) SourceDefinition(name string) string {
+	s := c.sourceWithoutLine(name)
+	if s == nil {
+		return ""
+	}
+	return digest(s)
+}
+
+func (c *Config) sourceWithoutLine(name string) *Source {
+	s := c.Sources[name]
+	if s == nil {
+		return nil
+	}
+	cp := *s
+	cp.Line = 0
+	return &cp
+}
+
+func digest(v any) string {
+	b, err := json.Marshal(v)
 	if err != nil { // only plain values inside: cannot happen
-		panic("rules: credential definition: " + err.Error())
+		panic("rules: definition digest: " + err.Error())
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])

@@ -238,75 +238,41 @@ func (r *Reloader) changed() bool {
 	return err != nil || sha256.Sum256(data) != r.sum
 }
 
-// credSet is the lease credentials of one config, each with the store
-// clients it was built with. A reload builds only what changed; unchanged
-// credentials keep their lease.Credential, so the manager keeps their
-// leases. Clients are built per generation by buildCredentials and closed
-// once no credential of the set in force uses them.
+// credSet is the lease credentials of one config and the store clients
+// (one per `sources:` entry used) they came from. A reload builds only what
+// changed: unchanged credentials keep their lease.Credential, so the manager
+// keeps their leases, and unchanged entries keep their clients, so new
+// credentials on them share those. A client is closed once no credential of
+// the set in force uses it.
 type credSet struct {
-	byName map[string]builtCred
+	byName  map[string]builtCred
+	clients map[string]*storeClient // by `sources:` entry
 }
 
-type builtCred struct {
-	lease.Credential
-	gen *sourceGen
-}
-
-// sourceGen is the clients one buildCredentials call made.
-type sourceGen struct{ close func() }
-
-// next builds the set for cfg from s, reusing every credential whose
-// definition did not change and building the others. Only cfg.Credentials
-// and cfg.Sources are read.
+// next builds the set for cfg from s, reusing every credential and client
+// whose definition did not change and building the others. Only
+// cfg.Credentials and cfg.Sources are read. On an error, what it built is
+// closed and s is untouched.
 func (s *credSet) next(cfg *rules.Config, log *slog.Logger, clock lease.Clock) (*credSet, error) {
-	n := &credSet{byName: make(map[string]builtCred, len(cfg.Credentials))}
-	fresh := &rules.Config{Path: cfg.Path, Sources: cfg.Sources, Credentials: map[string]*rules.Credential{}}
-	for name, c := range cfg.Credentials {
+	n := &credSet{byName: make(map[string]builtCred, len(cfg.Credentials)), clients: map[string]*storeClient{}}
+	for name, sc := range s.clients {
+		if sc.def == cfg.SourceDefinition(name) {
+			n.clients[name] = sc
+		}
+	}
+	for name := range cfg.Credentials {
 		if old, ok := s.byName[name]; ok && old.Definition == cfg.CredentialDefinition(name) {
-			n.byName[name] = old
+			n.byName[name] = old // its definition covers its source's: that client is in n.clients
 			continue
 		}
-		fresh.Credentials[name] = c
-	}
-	if len(fresh.Credentials) == 0 {
-		return n, nil
-	}
-	creds, closeFn, err := buildCredentials(fresh, log, clock)
-	if err != nil {
-		return nil, err
-	}
-	gen := &sourceGen{close: closeFn}
-	kept := n.byName
-	n.byName = make(map[string]builtCred, len(cfg.Credentials))
-	for name, c := range kept {
-		n.byName[name] = c
-	}
-	for _, lc := range creds {
-		lc.Definition = cfg.CredentialDefinition(lc.Name)
-		if shared := sharedOAuth2(cfg, kept, lc.Name); shared != nil {
-			lc.Source = shared
+		b, err := buildCredential(cfg, name, n.clients, log, clock)
+		if err != nil {
+			n.closeUnused(s)
+			return nil, err
 		}
-		n.byName[lc.Name] = builtCred{Credential: lc, gen: gen}
+		n.byName[name] = b
 	}
 	return n, nil
-}
-
-// sharedOAuth2 is the token source that a kept credential naming the same
-// oauth2 `sources:` entry as credential name uses, if any. One Source per
-// entry: a rotating refresh token must be used by one refresh at a time,
-// and two Sources would each spend the other's. (A kept credential's
-// definition includes its source's config, so the entry is unchanged.)
-func sharedOAuth2(cfg *rules.Config, kept map[string]builtCred, name string) lease.Source {
-	srcName := cfg.Credentials[name].Source
-	if s := cfg.Sources[srcName]; s == nil || s.Type != rules.SourceOAuth2 {
-		return nil
-	}
-	for k, c := range kept {
-		if cfg.Credentials[k].Source == srcName {
-			return c.Source
-		}
-	}
-	return nil
 }
 
 func (s *credSet) credentials() []lease.Credential {
@@ -317,18 +283,11 @@ func (s *credSet) credentials() []lease.Credential {
 	return out
 }
 
-// closeUnused closes the clients of s that keep (nil: none) does not use.
+// closeUnused closes the clients of s that keep (nil: none) does not hold.
 func (s *credSet) closeUnused(keep *credSet) {
-	used := map[*sourceGen]bool{}
-	if keep != nil {
-		for _, c := range keep.byName {
-			used[c.gen] = true
-		}
-	}
-	for _, c := range s.byName {
-		if !used[c.gen] {
-			used[c.gen] = true
-			c.gen.close()
+	for name, sc := range s.clients {
+		if keep == nil || keep.clients[name] != sc {
+			sc.close()
 		}
 	}
 }
@@ -337,7 +296,7 @@ func (s *credSet) closeUnused(keep *credSet) {
 // those of s it drops.
 func (s *credSet) diff(next *credSet) (kept, built, removed int) {
 	for name, c := range next.byName {
-		if old, ok := s.byName[name]; ok && old.gen == c.gen && old.Definition == c.Definition {
+		if old, ok := s.byName[name]; ok && old.Definition == c.Definition { // only a changed definition is rebuilt
 			kept++
 		} else {
 			built++

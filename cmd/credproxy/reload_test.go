@@ -55,3 +55,56 @@ rules:
 		t.Errorf("diff = %d kept, %d built, %d removed; want 0, 2, 0", kept, built, removed)
 	}
 }
+
+// Every kind of `sources:` entry is built once per definition: a credential
+// added on an unchanged Vault source uses the client (and login) the kept
+// one has, and a changed entry gets a new client while the old one closes.
+func TestCredSetSharesAKeptVaultClient(t *testing.T) {
+	dir := t.TempDir()
+	parse := func(extra, addr string) *rules.Config {
+		t.Helper()
+		cfg, err := rules.Parse(filepath.Join(dir, "rules.yaml"), []byte(`
+sources:
+  vault: {type: vault, address: "`+addr+`", auth: {method: token, token: sk-test-vault-token}}
+credentials:
+  one: {source: vault, path: secret/data/one, field: key}
+`+extra+`
+rules:
+  - {name: r, hosts: [api.example.test], credential: one, inject: {header: Authorization, value: "Bearer {{ .Value }}"}}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cs, err := (&credSet{}).next(parse("", "http://127.0.0.1:1"), discardLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := cs.next(parse("  two: {source: vault, path: secret/data/two, field: key}\n", "http://127.0.0.1:1"), discardLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := next.byName["two"].client; c == nil || c != cs.byName["one"].client || next.clients["vault"] != c {
+		t.Error("credential two, added on the unchanged Vault source, got a client of its own")
+	}
+	if kept, built, removed := cs.diff(next); kept != 1 || built != 1 || removed != 0 {
+		t.Errorf("diff = %d kept, %d built, %d removed; want 1, 1, 0", kept, built, removed)
+	}
+	moved, err := next.next(parse("  two: {source: vault, path: secret/data/two, field: key}\n", "http://127.0.0.1:2"), discardLogger(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved.clients["vault"] == next.clients["vault"] || moved.byName["one"].client != moved.clients["vault"] {
+		t.Error("a changed Vault address kept the old client")
+	}
+	closed := false
+	old := next.clients["vault"]
+	inner := old.close
+	old.close = func() { closed = true; inner() }
+	next.closeUnused(moved)
+	if !closed {
+		t.Error("the replaced client was not closed")
+	}
+	moved.closeUnused(nil)
+}
